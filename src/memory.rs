@@ -1,0 +1,60 @@
+//! Resident memory, from /proc.
+
+use std::collections::HashMap;
+use std::fs;
+
+fn page_size() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if n > 0 { n as u64 } else { 4096 }
+}
+
+fn statm_rss(path: &str) -> Option<u64> {
+    let text = fs::read_to_string(path).ok()?;
+    let pages: u64 = text.split_ascii_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * page_size())
+}
+
+/// This process's resident set size in bytes.
+pub fn self_rss() -> Option<u64> {
+    statm_rss("/proc/self/statm")
+}
+
+/// The resident memory of `root` and all its descendants, in bytes, found
+/// through the parent links in `/proc/*/stat` (descendants that started
+/// their own session or group still count). `None` if `root` is gone.
+pub fn tree_rss(root: i32) -> Option<u64> {
+    let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
+    for entry in fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if let Some(st) = crate::proc::stat(pid) {
+            children.entry(st.ppid).or_default().push(pid);
+        }
+    }
+    let mut total = statm_rss(&format!("/proc/{root}/statm"))?;
+    let mut stack = children.remove(&root).unwrap_or_default();
+    while let Some(pid) = stack.pop() {
+        total += statm_rss(&format!("/proc/{pid}/statm")).unwrap_or(0);
+        if let Some(more) = children.remove(&pid) {
+            stack.extend(more);
+        }
+    }
+    Some(total)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn own_rss_is_plausible() {
+        let rss = super::self_rss().unwrap();
+        assert!(rss > 100_000 && rss < 10_000_000_000);
+        let tree = super::tree_rss(std::process::id() as i32).unwrap();
+        assert!(tree >= rss / 2);
+    }
+}

@@ -1,0 +1,216 @@
+//! What the process table says, and signals that cannot hit the wrong
+//! process.
+//!
+//! A PID read from a file proves nothing: the process may have exited and
+//! the number been reused. rdaemon signals a process only after (1) opening
+//! a pidfd for the PID, which pins that exact process, and then (2) proving
+//! through `/proc/PID/fd` that the pinned process holds the slot's locked
+//! file open (or is the verified supervisor's child). If the PID was reused
+//! before step 1, step 2 examines the new process and fails; if it is reused
+//! after step 1, the pidfd still refers to the old, dead process and the
+//! signal fails with ESRCH instead of reaching a stranger.
+
+use std::fs;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+
+use crate::pid::{pid_max, valid_signal_target};
+use crate::slot::FileId;
+
+/// The fields of `/proc/PID/stat` rdaemon needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcStat {
+    pub pid: i32,
+    pub state: u8,
+    pub ppid: i32,
+    pub pgrp: i32,
+}
+
+/// Parses `/proc/PID/stat`. The command name is in parentheses and may
+/// itself contain spaces and parentheses, so fields are counted after the
+/// last `)`.
+pub fn parse_stat(text: &str) -> Option<ProcStat> {
+    let (head, rest) = text.rsplit_once(')')?;
+    let pid = head.split_once(" (")?.0.trim().parse().ok()?;
+    let mut fields = rest.split_ascii_whitespace();
+    let state = fields.next()?.bytes().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    let pgrp = fields.next()?.parse().ok()?;
+    Some(ProcStat {
+        pid,
+        state,
+        ppid,
+        pgrp,
+    })
+}
+
+/// Reads `/proc/PID/stat`; `None` if the process is gone or unreadable.
+pub fn stat(pid: i32) -> Option<ProcStat> {
+    parse_stat(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// Whether process `pid` has an open descriptor on the file `id` that
+/// carries an exclusive flock. `Err` when its descriptors cannot be
+/// examined (another user's process, without privilege).
+pub fn holds_lock_on(pid: i32, id: FileId) -> io::Result<bool> {
+    let fd_dir = format!("/proc/{pid}/fd");
+    let entries = match fs::read_dir(&fd_dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    for entry in entries.flatten() {
+        let Ok(meta) = fs::metadata(entry.path()) else {
+            continue;
+        };
+        if meta.dev() != id.dev || meta.ino() != id.ino {
+            continue;
+        }
+        let fdinfo = format!("/proc/{pid}/fdinfo/{}", entry.file_name().to_string_lossy());
+        if let Ok(info) = fs::read_to_string(fdinfo)
+            && info
+                .lines()
+                .any(|l| l.starts_with("lock:") && l.contains("FLOCK") && l.contains("WRITE"))
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Every process that holds an exclusive flock on the file `id`, found by
+/// walking all of `/proc`. Used only when the PID in a locked file is not a
+/// holder (an orphaned COMMAND, or a foreign locker).
+pub fn find_lock_holders(id: FileId) -> Vec<i32> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let max = pid_max();
+    let mut found = Vec::new();
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i64>().ok())
+        else {
+            continue;
+        };
+        let Some(pid) = valid_signal_target(pid, max) else {
+            continue;
+        };
+        if pid == std::process::id() as i32 {
+            continue;
+        }
+        if let Ok(true) = holds_lock_on(pid, id) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// A pidfd: a handle on one exact process, immune to PID reuse.
+#[derive(Debug)]
+pub struct Pidfd {
+    pid: i32,
+    fd: OwnedFd,
+}
+
+impl Pidfd {
+    /// Opens a pidfd for `pid`, which must be a valid signal target.
+    pub fn open(pid: i32) -> io::Result<Pidfd> {
+        if valid_signal_target(i64::from(pid), pid_max()).is_none() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("refusing PID {pid}"),
+            ));
+        }
+        // SAFETY: pidfd_open takes a pid and flags and returns a new
+        // descriptor or -1; no memory is shared with the kernel.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: the kernel just returned this descriptor and nothing else
+        // owns it.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        Ok(Pidfd { pid, fd })
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Sends `sig` to exactly the process this pidfd was opened for.
+    pub fn signal(&self, sig: i32) -> io::Result<()> {
+        // SAFETY: a valid pidfd, a signal number, a null siginfo (the kernel
+        // fills in the default), flags 0.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.fd.as_raw_fd(),
+                sig,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Whether the process still exists (a zombie counts as gone for our
+    /// purposes only through the lock, never through this).
+    pub fn alive(&self) -> bool {
+        self.signal(0).is_ok()
+    }
+
+    /// Signals the process group this process leads. Refused unless the
+    /// process is alive and is the leader of its group (pgid == pid): a
+    /// group ID is only meaningful while its leader pins it.
+    pub fn signal_group(&self, sig: i32) -> io::Result<()> {
+        let st = stat(self.pid).ok_or_else(|| io::Error::from_raw_os_error(libc::ESRCH))?;
+        if st.pgrp != self.pid || !self.alive() {
+            return Err(io::Error::other(format!(
+                "PID {} does not lead its process group",
+                self.pid
+            )));
+        }
+        nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(self.pid),
+            nix::sys::signal::Signal::try_from(sig).map_err(io::Error::from)?,
+        )
+        .map_err(io::Error::from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_stat_with_hostile_comm() {
+        let s = parse_stat("42 (a) b (c)) S 7 42 42 0 -1").unwrap();
+        assert_eq!(
+            s,
+            ProcStat {
+                pid: 42,
+                state: b'S',
+                ppid: 7,
+                pgrp: 42
+            }
+        );
+        assert!(parse_stat("garbage").is_none());
+        let me = stat(std::process::id() as i32).unwrap();
+        assert_eq!(me.pid, std::process::id() as i32);
+    }
+
+    #[test]
+    fn pidfd_refuses_bad_pids() {
+        for p in [-1, 0, 1, i32::MAX] {
+            assert!(Pidfd::open(p).is_err());
+        }
+    }
+}

@@ -1,0 +1,519 @@
+//! Slot files: the one place that knows how a slot's PID file is named,
+//! opened, locked, verified, written and removed.
+//!
+//! A NAME with N peers has N slots. Slot `i` is the file `NAME.i.pid` in the
+//! PID directory, and **a slot is held if and only if that file is locked**
+//! with `flock(LOCK_EX)`. The file's content (the holder's PID and a newline)
+//! is for humans, `kill $(cat F)` and systemd's `PIDFile=`; rdaemon itself
+//! never believes it without checking the lock, and never signals a PID
+//! without proving that the process holds the lock (see `inspect.rs`).
+//!
+//! Taking a slot follows FreeBSD's `pidfile_open()`:
+//!
+//! 1. refuse anything at the path that is not a regular file with one link
+//!    owned by us (never followed, written or removed);
+//! 2. `openat(O_RDWR|O_CREAT|O_NOFOLLOW|O_CLOEXEC|O_NONBLOCK|O_NOCTTY)`;
+//!    `O_NONBLOCK` because a FIFO planted between the check and the open must
+//!    not hang us;
+//! 3. `flock(LOCK_EX|LOCK_NB)`;
+//! 4. compare `fstat` of the descriptor with `fstatat` of the path: the
+//!    previous holder unlinks the file while still holding the lock, so we
+//!    may have locked an inode that no longer has a name; retry then;
+//! 5. only now truncate and write `PID\n`.
+//!
+//! Read-only probes (`--check`, `--status`) take `LOCK_SH|LOCK_NB` for an
+//! instant to learn whether an exclusive holder exists. That instant makes a
+//! concurrent `LOCK_EX|LOCK_NB` fail, so a start that fails to lock tries a
+//! shared lock itself: if *that* succeeds, nobody holds the slot and only
+//! readers were in the way, so it retries for up to [`CONTENTION_GRACE`]
+//! instead of calling the slot busy.
+//!
+//! Releasing unlinks the file while the lock is still held, so a stale file
+//! is never left behind by a clean stop, and a process that opened the old
+//! inode notices the mismatch in step 4.
+
+use std::fs::{File, TryLockError};
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime};
+
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag, openat};
+use nix::sys::stat::{FileStat, Mode, SFlag, fchmod, fstat, fstatat, futimens};
+use nix::sys::time::TimeSpec;
+use nix::unistd::{UnlinkatFlags, geteuid, unlinkat};
+
+use crate::error::{Error, Result};
+use crate::pid::{MAX_PID_FILE_READ, parse_pid_file, pid_max};
+use crate::piddir::PidDir;
+
+/// The largest `--max-peers` accepted.
+pub const MAX_SLOTS: u32 = 65_536;
+
+/// How long a start keeps retrying a slot that only readers have locked.
+pub const CONTENTION_GRACE: Duration = Duration::from_secs(3);
+
+/// File name of slot `index` of `name`.
+pub fn pid_file_name(name: &str, index: u32) -> String {
+    format!("{name}.{index}.pid")
+}
+
+/// File name of the side file with slot `index`'s state (child PID, start
+/// time, restarts); see `state.rs`.
+pub fn state_file_name(name: &str, index: u32) -> String {
+    format!("{name}.{index}.state")
+}
+
+/// If `file_name` is a slot file of `name`, its slot index.
+pub fn parse_pid_file_name(name: &str, file_name: &str) -> Option<u32> {
+    let stem = file_name.strip_suffix(".pid")?;
+    let (base, index) = stem.rsplit_once('.')?;
+    if base != name
+        || index.is_empty()
+        || index.starts_with('0')
+        || !index.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    index.parse().ok().filter(|&i| (1..=MAX_SLOTS).contains(&i))
+}
+
+/// Identity of an inode, to tell whether a path still names our file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileId {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl From<&FileStat> for FileId {
+    fn from(st: &FileStat) -> FileId {
+        #[allow(clippy::unnecessary_cast)]
+        FileId {
+            dev: st.st_dev as u64,
+            ino: st.st_ino as u64,
+        }
+    }
+}
+
+fn file_type(st: &FileStat) -> SFlag {
+    SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits())
+}
+
+fn describe_type(st: &FileStat) -> &'static str {
+    match file_type(st) {
+        SFlag::S_IFLNK => "it is a symbolic link",
+        SFlag::S_IFDIR => "it is a directory",
+        SFlag::S_IFIFO => "it is a FIFO",
+        SFlag::S_IFSOCK => "it is a socket",
+        SFlag::S_IFCHR | SFlag::S_IFBLK => "it is a device",
+        _ => "it is not a regular file",
+    }
+}
+
+/// Why the thing at a slot's path may not be used, or `None` if it may.
+/// `owners` are the UIDs whose files are acceptable.
+fn unusable_reason(st: &FileStat, owners: &[u32]) -> Option<String> {
+    if file_type(st) != SFlag::S_IFREG {
+        return Some(describe_type(st).to_string());
+    }
+    if st.st_nlink != 1 {
+        return Some(format!("it has {} hard links", st.st_nlink));
+    }
+    if !owners.contains(&st.st_uid) {
+        return Some(format!("it is owned by uid {}", st.st_uid));
+    }
+    None
+}
+
+/// A slot this process holds: the open, exclusively locked PID file.
+///
+/// Dropping it releases the slot (the file is removed first). The lock
+/// belongs to the open file description, so a child that inherits the
+/// descriptor keeps the slot held after this process dies; the supervisor
+/// relies on that (see `supervisor/mod.rs`).
+#[derive(Debug)]
+pub struct HeldSlot {
+    dir: PidDir,
+    name: String,
+    index: u32,
+    file: File,
+    id: FileId,
+}
+
+/// The outcome of trying one slot.
+#[derive(Debug)]
+pub enum Attempt {
+    Taken(HeldSlot),
+    /// Held by someone else; the PID from its file, if valid.
+    Busy(Option<i32>),
+}
+
+impl HeldSlot {
+    /// Tries to take slot `index` of `name` and write `pid` into it.
+    pub fn try_take(dir: &PidDir, name: &str, index: u32, pid: u32) -> Result<Attempt> {
+        let file_name = pid_file_name(name, index);
+        let path = dir.path().join(&file_name);
+        let owners = [geteuid().as_raw()];
+        let deadline = Instant::now() + CONTENTION_GRACE;
+        let mut pause = Duration::from_micros(200);
+        loop {
+            match fstatat(dir.fd(), file_name.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+                Ok(st) => {
+                    if let Some(reason) = unusable_reason(&st, &owners) {
+                        return Err(Error::UnusableSlot { path, reason });
+                    }
+                }
+                Err(Errno::ENOENT) => {}
+                Err(e) => return Err(Error::io("examine slot file", &path, e.into())),
+            }
+            let flags = OFlag::O_RDWR
+                | OFlag::O_CREAT
+                | OFlag::O_NOFOLLOW
+                | OFlag::O_CLOEXEC
+                | OFlag::O_NONBLOCK
+                | OFlag::O_NOCTTY;
+            let fd = match openat(
+                dir.fd(),
+                file_name.as_str(),
+                flags,
+                Mode::from_bits_truncate(0o644),
+            ) {
+                Ok(fd) => fd,
+                Err(Errno::ELOOP) => {
+                    return Err(Error::UnusableSlot {
+                        path,
+                        reason: "it is a symbolic link".into(),
+                    });
+                }
+                Err(Errno::EISDIR) => {
+                    return Err(Error::UnusableSlot {
+                        path,
+                        reason: "it is a directory".into(),
+                    });
+                }
+                Err(e) => return Err(Error::io("open slot file", &path, e.into())),
+            };
+            let st = fstat(&fd).map_err(|e| Error::io("examine slot file", &path, e.into()))?;
+            if let Some(reason) = unusable_reason(&st, &owners) {
+                return Err(Error::UnusableSlot { path, reason });
+            }
+            let file = File::from(fd);
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(TryLockError::WouldBlock) => {
+                    if file.try_lock_shared().is_err() {
+                        // An exclusive holder exists: the slot is busy.
+                        return Ok(Attempt::Busy(read_pid(&file)));
+                    }
+                    // Only readers (probes, or another start in this very
+                    // branch) were in the way. Step back briefly and retry.
+                    drop(file);
+                    if Instant::now() >= deadline {
+                        return Err(Error::io(
+                            "lock slot file",
+                            &path,
+                            io::Error::other(format!(
+                                "another process has held a shared lock on it for over {}s (not an rdaemon peer; see lslocks)",
+                                CONTENTION_GRACE.as_secs()
+                            )),
+                        ));
+                    }
+                    std::thread::sleep(pause + jitter(pause));
+                    pause = (pause * 2).min(Duration::from_millis(20));
+                    continue;
+                }
+                Err(TryLockError::Error(e)) => return Err(Error::io("lock slot file", &path, e)),
+            }
+            let id = FileId::from(&st);
+            match fstatat(dir.fd(), file_name.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+                Ok(now) if FileId::from(&now) == id => {}
+                // The previous holder removed it after we opened it: retry
+                // on whatever the path names now.
+                Ok(_) | Err(Errno::ENOENT) => continue,
+                Err(e) => return Err(Error::io("examine slot file", &path, e.into())),
+            }
+            let held = HeldSlot {
+                dir: dir.try_clone()?,
+                name: name.to_string(),
+                index,
+                file,
+                id,
+            };
+            // Readable by other users so that `--check` and `kill $(cat F)`
+            // work whatever the caller's umask.
+            let _ = fchmod(&held.file, Mode::from_bits_truncate(0o644));
+            if let Err(e) = held.write_pid(pid) {
+                // Never leave a half-written file: remove it (dropping does).
+                drop(held);
+                return Err(e);
+            }
+            return Ok(Attempt::Taken(held));
+        }
+    }
+
+    /// Replaces the file's content with `pid` and a newline.
+    pub fn write_pid(&self, pid: u32) -> Result<()> {
+        let line = format!("{pid}\n");
+        let res = nix::unistd::ftruncate(&self.file, 0)
+            .map_err(io::Error::from)
+            .and_then(|()| self.file.write_all_at(line.as_bytes(), 0));
+        res.map_err(|e| Error::io("write PID file", self.path(), e))
+    }
+
+    /// The slot's index (1-based).
+    pub fn index(&self) -> u32 {
+        self.index
+    }
+
+    /// The daemon name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The PID file's path.
+    pub fn path(&self) -> PathBuf {
+        self.dir.path().join(pid_file_name(&self.name, self.index))
+    }
+
+    /// The directory the slot lives in.
+    pub fn dir(&self) -> &PidDir {
+        &self.dir
+    }
+
+    /// The locked descriptor (for handing to a child).
+    pub fn lock_fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+
+    /// Whether the path still names the file we hold locked. `Ok(false)`
+    /// when it was deleted or replaced: the slot is lost, because a new
+    /// start would create a fresh file and lock that.
+    pub fn still_ours(&self) -> Result<bool> {
+        let file_name = pid_file_name(&self.name, self.index);
+        match fstatat(
+            self.dir.fd(),
+            file_name.as_str(),
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        ) {
+            Ok(st) => Ok(FileId::from(&st) == self.id),
+            Err(Errno::ENOENT) => Ok(false),
+            Err(e) => Err(Error::io("examine slot file", self.path(), e.into())),
+        }
+    }
+
+    /// Records a heartbeat: the PID file's modification time becomes now.
+    pub fn touch(&self) -> Result<()> {
+        let now = TimeSpec::UTIME_NOW;
+        futimens(&self.file, &TimeSpec::UTIME_OMIT, &now)
+            .map_err(|e| Error::io("touch PID file", self.path(), e.into()))
+    }
+
+    /// Releases the slot: removes the state file and the PID file (only if
+    /// the path still names our file), then unlocks by closing.
+    pub fn release(self) -> Result<()> {
+        self.remove_files()
+    }
+
+    fn remove_files(&self) -> Result<()> {
+        if !self.still_ours()? {
+            return Ok(());
+        }
+        let state = state_file_name(&self.name, self.index);
+        match unlinkat(self.dir.fd(), state.as_str(), UnlinkatFlags::NoRemoveDir) {
+            Ok(()) | Err(Errno::ENOENT) => {}
+            Err(e) => log::warn!(
+                "cannot remove {}: {e}",
+                self.dir.path().join(&state).display()
+            ),
+        }
+        let file_name = pid_file_name(&self.name, self.index);
+        match unlinkat(
+            self.dir.fd(),
+            file_name.as_str(),
+            UnlinkatFlags::NoRemoveDir,
+        ) {
+            Ok(()) | Err(Errno::ENOENT) => Ok(()),
+            Err(e) => Err(Error::io("remove PID file", self.path(), e.into())),
+        }
+    }
+}
+
+impl Drop for HeldSlot {
+    fn drop(&mut self) {
+        // `release()` consumed self and already removed the files; removing
+        // again is harmless (ENOENT, or the path is no longer ours).
+        if let Err(e) = self.remove_files() {
+            log::warn!("{e}");
+        }
+    }
+}
+
+/// A little pseudo-randomness so racing starters do not retry in lockstep.
+fn jitter(base: Duration) -> Duration {
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let mixed = nanos ^ std::process::id().wrapping_mul(2_654_435_761);
+    base.mul_f64(f64::from(mixed % 1000) / 1000.0)
+}
+
+/// Reads the PID from a slot file: a bounded prefix, parsed strictly.
+pub fn read_pid(file: &File) -> Option<i32> {
+    let mut buf = [0u8; MAX_PID_FILE_READ];
+    let n = file.read_at(&mut buf, 0).ok()?;
+    if n == buf.len() {
+        // Longer than any valid content: never a PID.
+        return None;
+    }
+    parse_pid_file(&buf[..n], pid_max())
+}
+
+/// What a read-only look at a slot file found.
+#[derive(Debug)]
+pub enum Probe {
+    /// Nothing at the path.
+    Missing,
+    /// Something rdaemon will not touch sits at the path.
+    Unusable(String),
+    /// Could not look (permission denied, I/O error).
+    Unknown(io::Error),
+    /// A slot file nobody holds; content is not trusted.
+    Stale,
+    /// Locked by someone.
+    Held(HeldInfo),
+}
+
+/// What can be learnt about a held slot without taking it.
+#[derive(Debug, Clone)]
+pub struct HeldInfo {
+    /// The PID the file names, if its content is a valid PID. Not yet
+    /// proven to be the holder: see `inspect::verify_holder`.
+    pub pid: Option<i32>,
+    pub id: FileId,
+    /// The last heartbeat (the file's modification time).
+    pub mtime: SystemTime,
+}
+
+/// Looks at slot `index` of `name` without creating, locking for longer
+/// than an instant, or modifying anything.
+pub fn probe(dir: &PidDir, name: &str, index: u32) -> Probe {
+    let file_name = pid_file_name(name, index);
+    let owners = [geteuid().as_raw(), 0];
+    let flags = OFlag::O_RDONLY
+        | OFlag::O_NOFOLLOW
+        | OFlag::O_CLOEXEC
+        | OFlag::O_NONBLOCK
+        | OFlag::O_NOCTTY;
+    match fstatat(dir.fd(), file_name.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) => {
+            if let Some(reason) = unusable_reason(&st, &owners) {
+                return Probe::Unusable(reason);
+            }
+        }
+        Err(Errno::ENOENT) => return Probe::Missing,
+        Err(e) => return Probe::Unknown(e.into()),
+    }
+    let fd = match openat(dir.fd(), file_name.as_str(), flags, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(Errno::ENOENT) => return Probe::Missing,
+        Err(Errno::ELOOP) => return Probe::Unusable("it is a symbolic link".into()),
+        Err(e) => return Probe::Unknown(e.into()),
+    };
+    let st = match fstat(&fd) {
+        Ok(st) => st,
+        Err(e) => return Probe::Unknown(e.into()),
+    };
+    if let Some(reason) = unusable_reason(&st, &owners) {
+        return Probe::Unusable(reason);
+    }
+    let file = File::from(fd);
+    match file.try_lock_shared() {
+        Ok(()) => Probe::Stale,
+        Err(TryLockError::WouldBlock) => {
+            let mtime = file
+                .metadata()
+                .and_then(|m| m.modified())
+                .unwrap_or(SystemTime::UNIX_EPOCH);
+            Probe::Held(HeldInfo {
+                pid: read_pid(&file),
+                id: FileId::from(&st),
+                mtime,
+            })
+        }
+        Err(TryLockError::Error(e)) => Probe::Unknown(e),
+    }
+}
+
+/// Removes a stale slot file: takes the lock (so nobody holds it), checks
+/// that the path still names the file, and unlinks it. Returns whether a
+/// file was removed. Unusable files are left alone.
+pub fn remove_if_stale(dir: &PidDir, name: &str, index: u32) -> Result<bool> {
+    match HeldSlot::try_take_existing(dir, name, index)? {
+        Some(held) => {
+            held.release()?;
+            Ok(true)
+        }
+        None => Ok(false),
+    }
+}
+
+impl HeldSlot {
+    /// Locks an existing slot file without writing to it; `None` when it is
+    /// missing, held, or unusable.
+    fn try_take_existing(dir: &PidDir, name: &str, index: u32) -> Result<Option<HeldSlot>> {
+        let file_name = pid_file_name(name, index);
+        let path = dir.path().join(&file_name);
+        let flags = OFlag::O_RDONLY
+            | OFlag::O_NOFOLLOW
+            | OFlag::O_CLOEXEC
+            | OFlag::O_NONBLOCK
+            | OFlag::O_NOCTTY;
+        let fd = match openat(dir.fd(), file_name.as_str(), flags, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT | Errno::ELOOP) => return Ok(None),
+            Err(e) => return Err(Error::io("open slot file", &path, e.into())),
+        };
+        let st = fstat(&fd).map_err(|e| Error::io("examine slot file", &path, e.into()))?;
+        if unusable_reason(&st, &[geteuid().as_raw()]).is_some() {
+            return Ok(None);
+        }
+        let file = File::from(fd);
+        if file.try_lock().is_err() {
+            return Ok(None);
+        }
+        let held = HeldSlot {
+            dir: dir.try_clone()?,
+            name: name.to_string(),
+            index,
+            file,
+            id: FileId::from(&st),
+        };
+        // Dropping a HeldSlot whose path names another file removes nothing.
+        Ok(held.still_ours()?.then_some(held))
+    }
+}
+
+/// The raw descriptor number of a held slot, for `RDAEMON_LOCK_FD`.
+pub fn raw_lock_fd(slot: &HeldSlot) -> i32 {
+    slot.file.as_raw_fd()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_roundtrip() {
+        assert_eq!(pid_file_name("mailer", 3), "mailer.3.pid");
+        assert_eq!(parse_pid_file_name("mailer", "mailer.3.pid"), Some(3));
+        assert_eq!(parse_pid_file_name("a.1", "a.1.2.pid"), Some(2));
+        assert_eq!(parse_pid_file_name("a", "a.1.2.pid"), None);
+        assert_eq!(parse_pid_file_name("a", "a.01.pid"), None);
+        assert_eq!(parse_pid_file_name("a", "a.0.pid"), None);
+        assert_eq!(parse_pid_file_name("a", "a..pid"), None);
+        assert_eq!(parse_pid_file_name("a", "a.1.state"), None);
+        assert_eq!(parse_pid_file_name("a", "a.99999999999.pid"), None);
+    }
+}

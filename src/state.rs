@@ -1,0 +1,192 @@
+//! The slot's side file: what a PID file must not hold.
+//!
+//! The PID file holds exactly one line (the contract), so everything else a
+//! status report wants (COMMAND's PID, start time, restarts, the last exit,
+//! the heartbeat lease) lives in `NAME.i.state` beside it, written only by
+//! the slot's holder and replaced atomically (write a temporary file, then
+//! `rename`). Readers treat it as a hint: it is read only while the slot is
+//! locked, read with a size bound, parsed leniently, and any PID in it is
+//! verified against the process table before it is believed or signalled.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::AsFd;
+
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, openat, renameat};
+use nix::sys::stat::Mode;
+use nix::unistd::{UnlinkatFlags, unlinkat};
+
+use crate::error::{Error, Result};
+use crate::pid::{pid_max, valid_signal_target};
+use crate::piddir::PidDir;
+use crate::slot::state_file_name;
+
+/// Largest state file ever read.
+const MAX_STATE_READ: u64 = 8192;
+
+/// What the holder of a slot publishes about itself.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SlotState {
+    /// COMMAND's PID (CLI mode); `None` in library mode or between runs.
+    pub child_pid: Option<i32>,
+    /// When the slot was taken, in seconds since the epoch.
+    pub started_unix: Option<u64>,
+    /// How many times COMMAND was restarted.
+    pub restarts: u32,
+    /// How COMMAND last ended: `exit 3`, `signal 9`.
+    pub last_exit: Option<String>,
+    /// The heartbeat lease the holder promised, in milliseconds.
+    pub lease_ms: Option<u64>,
+    /// COMMAND reported READY=1 (sd_notify); `None` if not known.
+    pub ready: Option<bool>,
+    /// The last STATUS= text COMMAND reported.
+    pub status_text: Option<String>,
+    /// Age reference for the heartbeat when COMMAND speaks sd_notify: the
+    /// epoch milliseconds of the last WATCHDOG=1.
+    pub watchdog_unix_ms: Option<u64>,
+}
+
+impl SlotState {
+    fn serialize(&self) -> String {
+        let mut out = String::new();
+        let mut field = |k: &str, v: Option<String>| {
+            if let Some(v) = v {
+                // Values are single-line by construction; enforce it anyway.
+                let v: String = v
+                    .chars()
+                    .map(|c| if c.is_control() { ' ' } else { c })
+                    .collect();
+                out.push_str(&format!("{k}={v}\n"));
+            }
+        };
+        field("child_pid", self.child_pid.map(|p| p.to_string()));
+        field("started_unix", self.started_unix.map(|p| p.to_string()));
+        field("restarts", Some(self.restarts.to_string()));
+        field("last_exit", self.last_exit.clone());
+        field("lease_ms", self.lease_ms.map(|p| p.to_string()));
+        field(
+            "ready",
+            self.ready.map(|b| if b { "1".into() } else { "0".into() }),
+        );
+        field("status", self.status_text.clone());
+        field(
+            "watchdog_unix_ms",
+            self.watchdog_unix_ms.map(|p| p.to_string()),
+        );
+        out
+    }
+
+    /// Parses a state file; unknown keys and malformed values are ignored.
+    pub fn parse(text: &str) -> SlotState {
+        let mut st = SlotState::default();
+        let max = pid_max();
+        for line in text.lines() {
+            let Some((k, v)) = line.split_once('=') else {
+                continue;
+            };
+            match k {
+                "child_pid" => {
+                    st.child_pid = v
+                        .parse::<i64>()
+                        .ok()
+                        .and_then(|n| valid_signal_target(n, max))
+                }
+                "started_unix" => st.started_unix = v.parse().ok(),
+                "restarts" => st.restarts = v.parse().unwrap_or(0),
+                "last_exit" => st.last_exit = Some(v.chars().take(64).collect()),
+                "lease_ms" => st.lease_ms = v.parse().ok(),
+                "ready" => st.ready = Some(v == "1"),
+                "status" => st.status_text = Some(v.chars().take(256).collect()),
+                "watchdog_unix_ms" => st.watchdog_unix_ms = v.parse().ok(),
+                _ => {}
+            }
+        }
+        st
+    }
+
+    /// Publishes this state for slot `index` of `name`, atomically.
+    pub fn write(&self, dir: &PidDir, name: &str, index: u32) -> Result<()> {
+        let final_name = state_file_name(name, index);
+        // A dot file cannot collide with any slot or state file, whose names
+        // start with a letter or digit.
+        let tmp_name = format!(".{final_name}.tmp");
+        let tmp_path = dir.path().join(&tmp_name);
+        // A leftover from a crash (or anything planted there) is unlinked,
+        // never followed: unlink removes a symlink itself, not its target.
+        match unlinkat(dir.fd(), tmp_name.as_str(), UnlinkatFlags::NoRemoveDir) {
+            Ok(()) | Err(Errno::ENOENT) => {}
+            Err(e) => return Err(Error::io("remove", &tmp_path, e.into())),
+        }
+        let flags =
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let fd = openat(
+            dir.fd(),
+            tmp_name.as_str(),
+            flags,
+            Mode::from_bits_truncate(0o644),
+        )
+        .map_err(|e| Error::io("create", &tmp_path, e.into()))?;
+        let _ = nix::sys::stat::fchmod(&fd, Mode::from_bits_truncate(0o644));
+        let mut file = File::from(fd);
+        if let Err(e) = file.write_all(self.serialize().as_bytes()) {
+            let _ = unlinkat(dir.fd(), tmp_name.as_str(), UnlinkatFlags::NoRemoveDir);
+            return Err(Error::io("write", &tmp_path, e));
+        }
+        renameat(dir.fd(), tmp_name.as_str(), dir.fd(), final_name.as_str())
+            .map_err(|e| Error::io("rename into place", dir.path().join(&final_name), e.into()))
+    }
+
+    /// Reads slot `index`'s state; `None` when missing or unreadable.
+    pub fn read(dir: &PidDir, name: &str, index: u32) -> Option<SlotState> {
+        let file_name = state_file_name(name, index);
+        let flags = OFlag::O_RDONLY
+            | OFlag::O_NOFOLLOW
+            | OFlag::O_CLOEXEC
+            | OFlag::O_NONBLOCK
+            | OFlag::O_NOCTTY;
+        let fd = openat(dir.fd(), file_name.as_str(), flags, Mode::empty()).ok()?;
+        let st = nix::sys::stat::fstat(fd.as_fd()).ok()?;
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+            return None;
+        }
+        let mut text = String::new();
+        File::from(fd)
+            .take(MAX_STATE_READ)
+            .read_to_string(&mut text)
+            .ok()?;
+        Some(SlotState::parse(&text))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roundtrip() {
+        let st = SlotState {
+            child_pid: Some(1240),
+            started_unix: Some(1_790_000_000),
+            restarts: 2,
+            last_exit: Some("signal 9".into()),
+            lease_ms: Some(30_000),
+            ready: Some(true),
+            status_text: Some("working\non it".into()),
+            watchdog_unix_ms: Some(5),
+        };
+        let back = SlotState::parse(&st.serialize());
+        assert_eq!(back.child_pid, Some(1240));
+        assert_eq!(back.restarts, 2);
+        assert_eq!(back.status_text.as_deref(), Some("working on it"));
+        assert_eq!(back.ready, Some(true));
+    }
+
+    #[test]
+    fn hostile_content_is_ignored() {
+        let st = SlotState::parse("child_pid=1\nchild_pid=-5\nrestarts=x\nstarted_unix=\0\n=\n\n");
+        assert_eq!(st.child_pid, None);
+        assert_eq!(st.restarts, 0);
+        assert_eq!(SlotState::parse("child_pid=0").child_pid, None);
+    }
+}

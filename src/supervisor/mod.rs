@@ -1,0 +1,653 @@
+//! The supervisor: the process that holds a slot and runs COMMAND under it.
+//!
+//! It is COMMAND's parent, so it never guesses whether COMMAND runs: it
+//! learns of every exit from `waitid()`. It sleeps in `poll()` on signals,
+//! COMMAND's output pipes and an inotify watch on its PID file, waking on
+//! its own only for deadlines (the heartbeat tick, the KILL after the stop
+//! grace, the end of a respawn back-off).
+//!
+//! ## Phases
+//!
+//! ```text
+//!            spawn ok                      COMMAND exits on its own
+//!   start ──────────▶ Running ─────────────────────────────┐
+//!                      │  ▲  TERM/INT/QUIT, lock lost,      │ respawn?
+//!                      │  │  memory ceiling                 ▼
+//!                      │  │                  yes ┌──── BackingOff ◀──┐
+//!                      ▼  └──────────────────────┘       │ delay over │
+//!                   Stopping ── COMMAND gone ──▶ then: Exit or Respawn ┘
+//!                      │ grace over: SIGKILL to the group
+//!                      ▼
+//!                     Done(exit code): remove the PID file, exit
+//! ```
+//!
+//! ## Never N+1
+//!
+//! COMMAND inherits the slot's locked descriptor (`RDAEMON_LOCK_FD`). A lock
+//! belongs to the open file description, so it stays held while *either*
+//! the supervisor or COMMAND is alive. If the supervisor is killed with
+//! SIGKILL, COMMAND keeps the slot (`--status` shows it as `orphaned`) and
+//! no new start can take it until COMMAND is gone too; the moment the last
+//! holder exits the kernel drops the lock and the stale file is reused.
+//! The alternative (COMMAND dying with its supervisor through
+//! PR_SET_PDEATHSIG) was rejected: the death signal is reset by a setuid
+//! exec and does not reach COMMAND's own children, so a slot could free up
+//! while part of COMMAND still runs.
+
+mod child;
+pub mod respawn;
+
+use std::ffi::OsString;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::fcntl::OFlag;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+use nix::sys::signal::{Signal, killpg};
+use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid, waitpid};
+use nix::unistd::Pid;
+
+pub use child::{ChildSpec, Identity};
+use respawn::{Decision, RespawnLimits, RespawnState};
+
+use crate::daemon::Daemon;
+use crate::exit_code::ExitCode;
+use crate::output::{LineBuffer, LogFile, Output, Sink, Stream, Syslog};
+use crate::signals::SignalSet;
+use crate::size::format_size;
+
+/// Where output goes.
+#[derive(Debug, Clone)]
+pub enum OutputChoice {
+    /// Append to this file.
+    Log(PathBuf),
+    /// Send to syslog through this socket.
+    Syslog(PathBuf),
+    /// Foreground only: COMMAND shares rdaemon's stdout and stderr.
+    Inherit,
+}
+
+/// Everything a supervisor needs, decided before it starts.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub name: String,
+    pub max_peers: u32,
+    pub pid_dir: PathBuf,
+    pub child: ChildSpec,
+    pub stop_timeout: Duration,
+    /// `Some` with `--respawn`.
+    pub respawn: Option<RespawnLimits>,
+    /// With `--respawn`: exit statuses that mean "finished, do not restart".
+    pub finished_exit_codes: Vec<i32>,
+    pub memory_limit: Option<u64>,
+    pub output: OutputChoice,
+    /// How often the heartbeat is refreshed and the slot verified.
+    pub heartbeat_interval: Duration,
+}
+
+/// How the supervisor tells its starter whether COMMAND runs.
+pub trait Readiness {
+    /// COMMAND has been exec'd (or the start failed with `code`).
+    fn report(&mut self, code: ExitCode, message: &str);
+}
+
+/// Why a stop was started, and what follows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AfterStop {
+    /// Exit with this status once COMMAND is gone.
+    Exit(ExitCode),
+    /// Start COMMAND afresh (memory ceiling under `--respawn`).
+    Respawn,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Running {
+        child: i32,
+        started: Instant,
+    },
+    Stopping {
+        child: i32,
+        started: Instant,
+        kill_at: Instant,
+        killed: bool,
+        then: AfterStop,
+    },
+    BackingOff {
+        until: Instant,
+    },
+    Done(ExitCode),
+}
+
+const CAUGHT: [i32; 7] = [
+    libc::SIGTERM,
+    libc::SIGINT,
+    libc::SIGQUIT,
+    libc::SIGHUP,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGCHLD,
+];
+
+struct Pipes {
+    stdout: (OwnedFd, OwnedFd),
+    stderr: (OwnedFd, OwnedFd),
+    out_buf: LineBuffer,
+    err_buf: LineBuffer,
+}
+
+fn pipe_pair() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+    nix::fcntl::fcntl(&r, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
+    Ok((r, w))
+}
+
+struct Supervisor {
+    cfg: Config,
+    daemon: Daemon,
+    output: Arc<Mutex<Output>>,
+    signals: SignalSet,
+    pipes: Option<Pipes>,
+    inotify: Option<Inotify>,
+    respawn: Option<RespawnState>,
+    restarts: u32,
+    next_tick: Instant,
+    phase: Phase,
+}
+
+/// Runs a supervisor to completion in this process; returns its exit
+/// status. `ready` hears the outcome of the first start.
+pub fn run(cfg: Config, ready: &mut dyn Readiness) -> ExitCode {
+    let signals = match SignalSet::install(&CAUGHT) {
+        Ok(s) => s,
+        Err(e) => {
+            ready.report(
+                ExitCode::Failure,
+                &format!("cannot install signal handlers: {e}"),
+            );
+            return ExitCode::Failure;
+        }
+    };
+    let mut daemon = match Daemon::builder(cfg.name.clone())
+        .max_peers(cfg.max_peers)
+        .pid_dir(cfg.pid_dir.clone())
+        .timeout(cfg.heartbeat_interval)
+        .handle_signals(false)
+        .build()
+        .and_then(|mut d| d.start().map(|()| d))
+    {
+        Ok(d) => d,
+        Err(e) => {
+            let code = ExitCode::for_start_error(&e);
+            ready.report(code, &e.to_string());
+            return code;
+        }
+    };
+    let sink = match &cfg.output {
+        OutputChoice::Log(path) => match LogFile::open(path) {
+            Ok(f) => Sink::File(f),
+            Err(e) => {
+                let msg = format!("cannot open log file {}: {e}", path.display());
+                let _ = daemon.stop();
+                ready.report(ExitCode::Failure, &msg);
+                return ExitCode::Failure;
+            }
+        },
+        OutputChoice::Syslog(socket) => Sink::Syslog(Syslog::new(socket, &cfg.name)),
+        OutputChoice::Inherit => Sink::Stderr,
+    };
+    let output = Arc::new(Mutex::new(Output::new(sink, &cfg.name)));
+    {
+        let output = Arc::clone(&output);
+        crate::logger::route_to(move |_, msg| lock(&output).event(msg));
+    }
+    let pipes = if lock(&output).captures() {
+        match pipe_pair().and_then(|o| Ok((o, pipe_pair()?))) {
+            Ok((stdout, stderr)) => Some(Pipes {
+                stdout,
+                stderr,
+                out_buf: LineBuffer::default(),
+                err_buf: LineBuffer::default(),
+            }),
+            Err(e) => {
+                let _ = daemon.stop();
+                ready.report(
+                    ExitCode::Failure,
+                    &format!("cannot create output pipes: {e}"),
+                );
+                return ExitCode::Failure;
+            }
+        }
+    } else {
+        None
+    };
+    let inotify = watch_pid_file(&daemon);
+    let mut sup = Supervisor {
+        respawn: cfg.respawn.map(RespawnState::new),
+        next_tick: Instant::now() + cfg.heartbeat_interval,
+        cfg,
+        daemon,
+        output,
+        signals,
+        pipes,
+        inotify,
+        restarts: 0,
+        phase: Phase::Done(ExitCode::Failure),
+    };
+    match sup.spawn() {
+        Ok(pid) => {
+            sup.phase = Phase::Running {
+                child: pid,
+                started: Instant::now(),
+            };
+            ready.report(ExitCode::Success, "");
+        }
+        Err(e) => {
+            let code = ExitCode::for_exec_errno(e.raw_os_error().unwrap_or(0));
+            let msg = format!(
+                "cannot execute {}: {e}",
+                sup.cfg.child.argv[0].to_string_lossy()
+            );
+            sup.event(&msg);
+            sup.finish();
+            ready.report(code, &msg);
+            return code;
+        }
+    }
+    sup.event_loop()
+}
+
+fn lock(output: &Arc<Mutex<Output>>) -> std::sync::MutexGuard<'_, Output> {
+    output.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Watches the PID file for being unlinked or renamed away. A watch on the
+/// file (not the directory) wakes only this supervisor, and only for its
+/// own file; IN_ATTRIB fires when its link count drops, and also on each
+/// heartbeat touch, which costs one fstatat.
+fn watch_pid_file(daemon: &Daemon) -> Option<Inotify> {
+    let path = daemon.pid_file()?;
+    let ino = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK).ok()?;
+    ino.add_watch(
+        &path,
+        AddWatchFlags::IN_ATTRIB | AddWatchFlags::IN_MOVE_SELF | AddWatchFlags::IN_DELETE_SELF,
+    )
+    .ok()?;
+    Some(ino)
+}
+
+fn describe(status: WaitStatus) -> (String, ExitCode) {
+    match status {
+        WaitStatus::Exited(_, code) => (format!("exit {code}"), ExitCode::Command(code as u8)),
+        WaitStatus::Signaled(_, sig, core) => (
+            format!(
+                "signal {}{}",
+                sig as i32,
+                if core { " (core dumped)" } else { "" }
+            ),
+            ExitCode::Command((128 + sig as i32) as u8),
+        ),
+        other => (format!("{other:?}"), ExitCode::Failure),
+    }
+}
+
+impl Supervisor {
+    fn event(&self, msg: &str) {
+        lock(&self.output).event(msg);
+    }
+
+    fn spawn(&mut self) -> std::io::Result<i32> {
+        let slot = self.daemon.held_slot().expect("supervisor holds a slot");
+        let extra_env: Vec<(OsString, OsString)> = vec![
+            ("RDAEMON_NAME".into(), self.cfg.name.clone().into()),
+            ("RDAEMON_SLOT".into(), slot.index().to_string().into()),
+        ];
+        let io = child::ChildIo {
+            stdout: self.pipes.as_ref().map(|p| &p.stdout.1),
+            stderr: self.pipes.as_ref().map(|p| &p.stderr.1),
+            lock_fd: crate::slot::raw_lock_fd(slot),
+            extra_env,
+        };
+        let pid = child::spawn(&self.cfg.child, &io)?;
+        let restarts = self.restarts;
+        if let Err(e) = self.daemon.update_state(|s| {
+            s.child_pid = Some(pid);
+            s.restarts = restarts;
+        }) {
+            self.event(&format!("warning: {e}"));
+        }
+        self.event(&format!(
+            "started {} as PID {pid}",
+            self.cfg.child.argv[0].to_string_lossy()
+        ));
+        Ok(pid)
+    }
+
+    fn event_loop(mut self) -> ExitCode {
+        loop {
+            if let Phase::Done(code) = self.phase {
+                self.finish();
+                return code;
+            }
+            self.wait_for_events();
+            for sig in self.signals.take() {
+                self.on_signal(sig);
+            }
+            self.reap();
+            self.on_inotify();
+            self.on_timers();
+        }
+    }
+
+    fn next_deadline(&self) -> Instant {
+        let mut d = self.next_tick;
+        match self.phase {
+            Phase::Stopping {
+                kill_at,
+                killed: false,
+                ..
+            } => d = d.min(kill_at),
+            Phase::BackingOff { until } => d = d.min(until),
+            _ => {}
+        }
+        d
+    }
+
+    fn wait_for_events(&mut self) {
+        let timeout = self
+            .next_deadline()
+            .saturating_duration_since(Instant::now());
+        // Round up so we do not wake just before a deadline and spin.
+        let ms = timeout.as_millis().min(60_000) as i32
+            + i32::from(!timeout.subsec_nanos().is_multiple_of(1_000_000));
+        let revents = {
+            let mut fds = vec![PollFd::new(self.signals.fd(), PollFlags::POLLIN)];
+            if let Some(p) = &self.pipes {
+                fds.push(PollFd::new(p.stdout.0.as_fd(), PollFlags::POLLIN));
+                fds.push(PollFd::new(p.stderr.0.as_fd(), PollFlags::POLLIN));
+            }
+            let _ = poll(
+                &mut fds,
+                PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
+            );
+            fds.iter()
+                .map(|f| f.revents().unwrap_or(PollFlags::empty()))
+                .collect::<Vec<_>>()
+        };
+        if revents.len() == 3
+            && (revents[1] | revents[2]).intersects(PollFlags::POLLIN | PollFlags::POLLHUP)
+        {
+            self.drain_pipes(false);
+        }
+    }
+
+    /// Reads what the output pipes hold and writes it out line by line.
+    fn drain_pipes(&mut self, at_exit: bool) {
+        let Some(p) = &mut self.pipes else { return };
+        let mut out = lock(&self.output);
+        let mut buf = [0u8; 65536];
+        for (fd, lb, stream) in [
+            (&p.stdout.0, &mut p.out_buf, Stream::Stdout),
+            (&p.stderr.0, &mut p.err_buf, Stream::Stderr),
+        ] {
+            // Bounded, so a chatty COMMAND cannot starve signal handling.
+            for _ in 0..16 {
+                match nix::unistd::read(fd.as_fd(), &mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => lb.feed(&buf[..n], |line| out.line(stream, line)),
+                }
+            }
+            if at_exit {
+                lb.flush(|line| out.line(stream, line));
+            }
+        }
+    }
+
+    fn on_signal(&mut self, sig: i32) {
+        match sig {
+            libc::SIGTERM | libc::SIGINT | libc::SIGQUIT => match self.phase {
+                Phase::Running { .. } => {
+                    self.event(&format!("received {}; stopping", crate::signal_name(sig)));
+                    self.begin_stop(AfterStop::Exit(ExitCode::Success));
+                }
+                Phase::Stopping { child, .. } => {
+                    self.event(&format!(
+                        "received {} again; killing",
+                        crate::signal_name(sig)
+                    ));
+                    self.kill_group(child);
+                    if let Phase::Stopping { killed, then, .. } = &mut self.phase {
+                        *killed = true;
+                        *then = AfterStop::Exit(ExitCode::Success);
+                    }
+                }
+                Phase::BackingOff { .. } => {
+                    self.event(&format!(
+                        "received {} while waiting to restart; exiting",
+                        crate::signal_name(sig)
+                    ));
+                    self.phase = Phase::Done(ExitCode::Success);
+                }
+                Phase::Done(_) => {}
+            },
+            libc::SIGHUP | libc::SIGUSR1 | libc::SIGUSR2 => {
+                if let Phase::Running { child, .. } | Phase::Stopping { child, .. } = self.phase {
+                    // The child is unreaped (at worst a zombie), so its
+                    // group ID cannot have been reused.
+                    if let Ok(s) = Signal::try_from(sig) {
+                        let _ = killpg(Pid::from_raw(child), s);
+                    }
+                }
+            }
+            _ => {} // SIGCHLD: reap() runs after every wake-up anyway.
+        }
+    }
+
+    fn begin_stop(&mut self, then: AfterStop) {
+        let (child, started) = match self.phase {
+            Phase::Running { child, started } => (child, started),
+            _ => return,
+        };
+        let _ = killpg(Pid::from_raw(child), Signal::SIGTERM);
+        // A stopped process would not see SIGTERM until continued.
+        let _ = killpg(Pid::from_raw(child), Signal::SIGCONT);
+        self.phase = Phase::Stopping {
+            child,
+            started,
+            kill_at: Instant::now() + self.cfg.stop_timeout,
+            killed: false,
+            then,
+        };
+    }
+
+    fn kill_group(&self, child: i32) {
+        let _ = killpg(Pid::from_raw(child), Signal::SIGKILL);
+    }
+
+    /// Collects COMMAND's exit, if it happened.
+    fn reap(&mut self) {
+        let child = match self.phase {
+            Phase::Running { child, .. } | Phase::Stopping { child, .. } => child,
+            _ => return,
+        };
+        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+        match waitid(Id::Pid(Pid::from_raw(child)), flags) {
+            Ok(WaitStatus::StillAlive) | Err(_) => return,
+            Ok(_) => {}
+        }
+        // COMMAND is a zombie, so its PID and group ID are still reserved:
+        // leftovers in its group (a shell's background jobs) get SIGTERM
+        // without any risk of hitting a reused group, like systemd's
+        // KillMode=control-group. Then reap.
+        let _ = killpg(Pid::from_raw(child), Signal::SIGTERM);
+        let status = match waitpid(Pid::from_raw(child), None) {
+            Ok(s) => s,
+            Err(_) => return,
+        };
+        self.drain_pipes(false);
+        let (how, code) = describe(status);
+        let _ = self.daemon.update_state(|s| {
+            s.child_pid = None;
+            s.last_exit = Some(how.clone());
+        });
+        let now = Instant::now();
+        match self.phase {
+            Phase::Running { started, .. } => {
+                self.event(&format!("PID {child} exited ({how})"));
+                let finished = matches!(status, WaitStatus::Exited(_, c) if self.cfg.finished_exit_codes.contains(&c));
+                if finished {
+                    self.event(&format!("{how} means finished; not restarting"));
+                }
+                self.after_exit(started, now, code, !finished);
+            }
+            Phase::Stopping { then, started, .. } => {
+                self.event(&format!("PID {child} stopped ({how})"));
+                match then {
+                    AfterStop::Exit(code) => self.phase = Phase::Done(code),
+                    AfterStop::Respawn => self.after_exit(started, now, code, true),
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// COMMAND ended; restart it if allowed, otherwise finish with `code`.
+    fn after_exit(&mut self, started: Instant, now: Instant, code: ExitCode, may_respawn: bool) {
+        let Some(rs) = self.respawn.as_mut().filter(|_| may_respawn) else {
+            self.phase = Phase::Done(code);
+            return;
+        };
+        match rs.on_exit(started, now) {
+            Decision::RestartAfter(delay) => {
+                self.event(&format!("restarting in {:.1}s", delay.as_secs_f64()));
+                self.phase = Phase::BackingOff { until: now + delay };
+            }
+            Decision::GiveUp { restarts_in_window } => {
+                let limits = self.cfg.respawn.unwrap_or_default();
+                self.event(&format!(
+                    "giving up: {restarts_in_window} restarts within {}s (--max-respawns {})",
+                    limits.window.as_secs_f64(),
+                    limits.max_respawns
+                ));
+                self.phase = Phase::Done(code);
+            }
+        }
+    }
+
+    fn on_inotify(&mut self) {
+        let Some(ino) = &self.inotify else { return };
+        match ino.read_events() {
+            Ok(events) if !events.is_empty() => self.verify_slot(),
+            _ => {}
+        }
+    }
+
+    /// Stops COMMAND if the PID file is no longer the one we locked.
+    fn verify_slot(&mut self) {
+        if self.daemon.check_now() {
+            return;
+        }
+        if matches!(self.phase, Phase::Done(_)) {
+            return;
+        }
+        let path = self
+            .daemon
+            .pid_file()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        self.event(&format!(
+            "lock lost: {path} was deleted or replaced; stopping, a watchdog may start a fresh peer"
+        ));
+        self.inotify = None;
+        match self.phase {
+            Phase::Running { .. } => self.begin_stop(AfterStop::Exit(ExitCode::Failure)),
+            Phase::Stopping { ref mut then, .. } => *then = AfterStop::Exit(ExitCode::Failure),
+            Phase::BackingOff { .. } => self.phase = Phase::Done(ExitCode::Failure),
+            Phase::Done(_) => {}
+        }
+    }
+
+    fn on_timers(&mut self) {
+        let now = Instant::now();
+        if let Phase::Stopping {
+            child,
+            kill_at,
+            killed: false,
+            ..
+        } = self.phase
+            && now >= kill_at
+        {
+            self.event(&format!(
+                "PID {child} still running {}s after SIGTERM; sending SIGKILL",
+                self.cfg.stop_timeout.as_secs_f64()
+            ));
+            self.kill_group(child);
+            if let Phase::Stopping { killed, .. } = &mut self.phase {
+                *killed = true;
+            }
+        }
+        if let Phase::BackingOff { until } = self.phase
+            && now >= until
+        {
+            self.restarts += 1;
+            match self.spawn() {
+                Ok(pid) => {
+                    self.phase = Phase::Running {
+                        child: pid,
+                        started: Instant::now(),
+                    }
+                }
+                Err(e) => {
+                    self.event(&format!(
+                        "cannot execute {}: {e}",
+                        self.cfg.child.argv[0].to_string_lossy()
+                    ));
+                    let code = ExitCode::for_exec_errno(e.raw_os_error().unwrap_or(0));
+                    self.after_exit(now, now, code, true);
+                }
+            }
+        }
+        if now >= self.next_tick {
+            self.next_tick = now + self.cfg.heartbeat_interval;
+            self.verify_slot();
+            self.check_memory();
+        }
+    }
+
+    fn check_memory(&mut self) {
+        let (Some(limit), Phase::Running { child, .. }) = (self.cfg.memory_limit, self.phase)
+        else {
+            return;
+        };
+        let Some(rss) = crate::memory::tree_rss(child) else {
+            return;
+        };
+        if rss <= limit {
+            return;
+        }
+        let respawn = self.respawn.is_some();
+        self.event(&format!(
+            "memory: PID {child} and its children use {} resident, over the limit of {}; stopping{}",
+            format_size(rss),
+            format_size(limit),
+            if respawn { " and restarting" } else { "" }
+        ));
+        self.begin_stop(if respawn {
+            AfterStop::Respawn
+        } else {
+            AfterStop::Exit(ExitCode::Failure)
+        });
+    }
+
+    /// Flushes output, removes the PID file and releases the slot.
+    fn finish(&mut self) {
+        self.drain_pipes(true);
+        self.event("exiting");
+        if let Err(e) = self.daemon.stop() {
+            self.event(&format!("warning: {e}"));
+        }
+    }
+}
