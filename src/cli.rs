@@ -20,7 +20,10 @@ use clap::{ArgGroup, Parser};
                       rdaemon --check NAME [--min-peers K] [--max-age SECS] [--pid-dir DIR]\n       \
                       rdaemon --status NAME [--json] [--pid-dir DIR]\n       \
                       rdaemon --stop NAME [--timeout SECS] [--pid-dir DIR]",
-    group(ArgGroup::new("mode").required(true).args(["name", "check", "status", "stop"])),
+    // `multiple(true)`: with exclusive group members clap would consider a
+    // `requires = "status"` satisfied by a conflicting `--check`; mode
+    // exclusivity is checked in `commands::run` instead.
+    group(ArgGroup::new("mode").required(true).multiple(true).args(["name", "check", "status", "stop"])),
     after_help = "Exit status: 0 started/healthy/stopped; 1 failure (or a stale PID file, for --check); \
                   2 usage error; 3 not running; 4 cannot tell; 75 every slot busy; \
                   126 COMMAND not executable; 127 COMMAND not found; 150 running but unhealthy."

@@ -16,6 +16,16 @@ use crate::supervisor::{
 
 /// Runs the mode `cli` selects and returns the exit status.
 pub fn run(cli: Cli) -> ExitCode {
+    let modes = [&cli.name, &cli.check, &cli.status, &cli.stop]
+        .iter()
+        .filter(|m| m.is_some())
+        .count();
+    if modes > 1 {
+        return fail(
+            ExitCode::Usage,
+            "use only one of --name, --check, --status and --stop",
+        );
+    }
     if let Some(name) = cli.name.clone() {
         start(cli, &name)
     } else if let Some(name) = &cli.check {

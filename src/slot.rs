@@ -196,6 +196,11 @@ impl HeldSlot {
                 Err(e) => return Err(Error::io("open slot file", &path, e.into())),
             };
             let st = fstat(&fd).map_err(|e| Error::io("examine slot file", &path, e.into()))?;
+            if st.st_nlink == 0 {
+                // Its holder removed it after our open (a release unlinks
+                // the file while still holding the lock): look again.
+                continue;
+            }
             if let Some(reason) = unusable_reason(&st, &owners) {
                 return Err(Error::UnusableSlot { path, reason });
             }
@@ -425,6 +430,10 @@ pub fn probe(dir: &PidDir, name: &str, index: u32) -> Probe {
         Ok(st) => st,
         Err(e) => return Probe::Unknown(e.into()),
     };
+    if st.st_nlink == 0 {
+        // Released and unlinked between our lookup and our open.
+        return Probe::Missing;
+    }
     if let Some(reason) = unusable_reason(&st, &owners) {
         return Probe::Unusable(reason);
     }

@@ -27,7 +27,10 @@ pub fn wait_until_for(limit: Duration, what: &str, mut cond: impl FnMut() -> boo
     let deadline = Instant::now() + limit;
     let mut pause = Duration::from_millis(5);
     while !cond() {
-        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for: {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for: {what}"
+        );
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(100));
     }
@@ -36,19 +39,29 @@ pub fn wait_until_for(limit: Duration, what: &str, mut cond: impl FnMut() -> boo
 /// Whether `pid` exists and is not a zombie.
 pub fn alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => s.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().next()).is_some_and(|st| st != "Z" && st != "X"),
+        Ok(s) => s
+            .rsplit_once(')')
+            .and_then(|(_, r)| r.split_whitespace().next())
+            .is_some_and(|st| st != "Z" && st != "X"),
         Err(_) => false,
     }
 }
 
 /// PIDs of live processes whose command line contains `needle` (used with
 /// a unique marker per test, so tests do not see each other's processes).
+/// rdaemon's own processes (whose arguments repeat COMMAND's) are excluded.
 pub fn pids_with_arg(needle: &str) -> Vec<i32> {
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
         if let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) {
-            if cmd.split(|&b| b == 0).any(|a| a == needle.as_bytes()) && alive(pid) {
+            let is_rdaemon = cmd
+                .split(|&b| b == 0)
+                .next()
+                .is_some_and(|a0| a0.ends_with(b"rdaemon"));
+            if !is_rdaemon && cmd.split(|&b| b == 0).any(|a| a == needle.as_bytes()) && alive(pid) {
                 out.push(pid);
             }
         }
@@ -65,15 +78,24 @@ pub struct Env {
 
 impl Env {
     pub fn new() -> Env {
-        let tmp = tempfile::Builder::new().prefix("rdaemon-test").tempdir().unwrap();
+        let tmp = tempfile::Builder::new()
+            .prefix("rdaemon-test")
+            .tempdir()
+            .unwrap();
         let pid_dir = tmp.path().join("run");
-        Env { tmp, pid_dir, names: Default::default() }
+        Env {
+            tmp,
+            pid_dir,
+            names: Default::default(),
+        }
     }
 
     /// A command for the binary, pointed at this PID directory.
     pub fn cmd(&self) -> Command {
         let mut c = Command::new(bin());
-        c.env("RDAEMON_PID_DIR", &self.pid_dir).env_remove("XDG_RUNTIME_DIR").env_remove("NOTIFY_SOCKET");
+        c.env("RDAEMON_PID_DIR", &self.pid_dir)
+            .env_remove("XDG_RUNTIME_DIR")
+            .env_remove("NOTIFY_SOCKET");
         c.stdin(Stdio::null());
         c
     }
@@ -84,7 +106,10 @@ impl Env {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let args: Vec<_> = args.into_iter().map(|a| a.as_ref().to_os_string()).collect();
+        let args: Vec<_> = args
+            .into_iter()
+            .map(|a| a.as_ref().to_os_string())
+            .collect();
         if let Some(i) = args.iter().position(|a| a == "--name") {
             if let Some(n) = args.get(i + 1).and_then(|n| n.to_str()) {
                 self.names.borrow_mut().push(n.to_string());
@@ -100,7 +125,9 @@ impl Env {
         S: AsRef<OsStr>,
     {
         let out = self.run(args);
-        out.status.code().unwrap_or_else(|| panic!("rdaemon died: {out:?}"))
+        out.status
+            .code()
+            .unwrap_or_else(|| panic!("rdaemon died: {out:?}"))
     }
 
     /// Starts NAME detached with `opts` and `command`; asserts success.
@@ -110,7 +137,12 @@ impl Env {
         args.push("--");
         args.extend_from_slice(command);
         let out = self.run(&args);
-        assert_eq!(out.status.code(), Some(0), "start of {name} failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "start of {name} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     pub fn pid_file(&self, name: &str, slot: u32) -> PathBuf {
@@ -119,7 +151,11 @@ impl Env {
 
     /// The PID in a slot file, if it holds one.
     pub fn read_pid(&self, name: &str, slot: u32) -> Option<i32> {
-        std::fs::read_to_string(self.pid_file(name, slot)).ok()?.trim().parse().ok()
+        std::fs::read_to_string(self.pid_file(name, slot))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
     }
 
     /// `--status NAME --json`, parsed.
@@ -132,7 +168,10 @@ impl Env {
 
     /// Slots of NAME in state `state`.
     pub fn slots_in_state(&self, name: &str, state: &str) -> Vec<Value> {
-        self.status_json(name).into_iter().filter(|s| s["state"] == state).collect()
+        self.status_json(name)
+            .into_iter()
+            .filter(|s| s["state"] == state)
+            .collect()
     }
 
     pub fn check(&self, name: &str) -> i32 {
@@ -148,7 +187,11 @@ impl Drop for Env {
     fn drop(&mut self) {
         // Leave nothing running, whatever the test did.
         for name in self.names.borrow().iter() {
-            let _ = self.cmd().args(["--stop", name, "--timeout", "5"]).stderr(Stdio::null()).status();
+            let _ = self
+                .cmd()
+                .args(["--stop", name, "--timeout", "5"])
+                .stderr(Stdio::null())
+                .status();
         }
     }
 }

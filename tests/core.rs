@@ -1,0 +1,432 @@
+//! The core promises, driven through the real binary: truthful exit codes,
+//! slots held exactly while locked, never N+1, and inspection that never
+//! gets in a start's way.
+
+mod common;
+
+use std::io::Read;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::Duration;
+
+use common::*;
+
+fn kill(pid: i32, sig: i32) {
+    // SAFETY: plain kill(2) on a PID the test itself observed.
+    unsafe { libc::kill(pid, sig) };
+}
+
+#[test]
+fn start_returns_once_command_runs_and_check_agrees() {
+    let env = Env::new();
+    env.start(
+        "w",
+        &[],
+        &["sh", "-c", "sleep 1000; :", "core-start-marker"],
+    );
+    // No waiting: the caller returned only after COMMAND was exec'd.
+    assert_eq!(env.check("w"), 0);
+    let slots = env.status_json("w");
+    assert_eq!(slots.len(), 1);
+    let s = &slots[0];
+    assert_eq!(s["state"], "running");
+    assert_eq!(s["slot"], 1);
+    let sup = s["pid"].as_i64().unwrap() as i32;
+    let child = s["child_pid"].as_i64().unwrap() as i32;
+    assert!(alive(sup) && alive(child));
+    assert_eq!(env.read_pid("w", 1), Some(sup));
+    assert_eq!(
+        std::fs::read_to_string(env.pid_file("w", 1)).unwrap(),
+        format!("{sup}\n")
+    );
+    assert!(s["started_unix"].as_u64().is_some());
+    assert_eq!(s["restarts"], 0);
+    assert_eq!(s["pid_file"], env.pid_file("w", 1).to_str().unwrap());
+    // COMMAND runs detached: own session and group, cwd /, stdin /dev/null.
+    let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        fields[2],
+        child.to_string(),
+        "COMMAND leads its own process group"
+    );
+    assert_eq!(fields[4], "0", "no controlling terminal");
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{child}/cwd"))
+            .unwrap()
+            .to_str(),
+        Some("/")
+    );
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{child}/fd/0"))
+            .unwrap()
+            .to_str(),
+        Some("/dev/null")
+    );
+}
+
+#[test]
+fn exit_codes_tell_the_truth() {
+    let env = Env::new();
+    assert_eq!(env.status(["--name", "nf", "--", "/nonexistent/cmd"]), 127);
+    let not_exec = env.path("not-executable");
+    std::fs::write(&not_exec, "#!/bin/sh\n").unwrap();
+    assert_eq!(
+        env.status([
+            "--name".as_ref(),
+            "nx".as_ref(),
+            "--".as_ref(),
+            not_exec.as_os_str()
+        ]),
+        126
+    );
+    assert_eq!(env.status(["--name", "bad name", "--", "true"]), 2);
+    assert_eq!(
+        env.status(["--name", "ok"]),
+        2,
+        "missing COMMAND is a usage error"
+    );
+    assert_eq!(env.status(["--check", "x", "--json"]), 2);
+    assert_eq!(env.status(["--bogus"]), 2);
+    assert_eq!(env.status(["--check", "x", "--respawn"]), 2);
+    assert_eq!(env.status(["--check", "x", "--status", "x"]), 2);
+    assert_eq!(env.status(["--version"]), 0);
+    // A failed start leaves no slot behind.
+    assert_eq!(env.check("nf"), 3);
+
+    env.start("busy", &[], &["sleep", "1000"]);
+    let holder = env.read_pid("busy", 1).unwrap();
+    let out = env.run(["--name", "busy", "--", "sleep", "1000"]);
+    assert_eq!(out.status.code(), Some(75));
+    let msg = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        msg.contains(&holder.to_string()),
+        "busy message names the holder: {msg}"
+    );
+    let quiet = env.run(["--name", "busy", "--quiet", "--", "sleep", "1000"]);
+    assert_eq!(quiet.status.code(), Some(75));
+    assert!(quiet.stderr.is_empty(), "--quiet says nothing when busy");
+}
+
+#[test]
+fn command_substitution_returns_at_once() {
+    // `out=$(rdaemon ...)`: the caller's stdout is a pipe; neither the
+    // supervisor nor COMMAND may keep it open.
+    let env = Env::new();
+    let mut child = env
+        .cmd()
+        .args(["--name", "subst", "--", "sleep", "1000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stdout.read_to_string(&mut s);
+        let _ = tx.send(s);
+    });
+    let got = rx
+        .recv_timeout(DEADLINE)
+        .expect("stdout pipe still open: the daemon kept it");
+    assert!(got.is_empty());
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    env.run(["--stop", "subst"]);
+}
+
+#[test]
+fn simultaneous_starts_never_exceed_max_peers() {
+    let env = Env::new();
+    let marker = "core-race-marker";
+    let mut children: Vec<_> = (0..30)
+        .map(|_| {
+            env.cmd()
+                .args([
+                    "--name",
+                    "race",
+                    "--max-peers",
+                    "3",
+                    "--",
+                    "sh",
+                    "-c",
+                    "sleep 1000; :",
+                    marker,
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let codes: Vec<i32> = children
+        .iter_mut()
+        .map(|c| c.wait().unwrap().code().unwrap())
+        .collect();
+    env.run(["--name", "race", "--", "true"]); // registers the name for cleanup
+    assert_eq!(
+        codes.iter().filter(|&&c| c == 0).count(),
+        3,
+        "exit codes: {codes:?}"
+    );
+    assert_eq!(
+        codes.iter().filter(|&&c| c == 75).count(),
+        27,
+        "exit codes: {codes:?}"
+    );
+    assert_eq!(pids_with_arg(marker).len(), 3);
+    assert_eq!(env.status(["--check", "race", "--min-peers", "3"]), 0);
+    assert_eq!(env.status(["--stop", "race"]), 0);
+    wait_until("all racers gone", || pids_with_arg(marker).is_empty());
+    assert_eq!(env.check("race"), 3, "a clean stop leaves no files");
+}
+
+#[test]
+fn kill9_supervisor_leaves_an_orphan_that_keeps_the_slot() {
+    let env = Env::new();
+    let marker = "core-orphan-marker";
+    env.start("orph", &[], &["sh", "-c", "sleep 1000; :", marker]);
+    let sup = env.read_pid("orph", 1).unwrap();
+    let child = pids_with_arg(marker)[0];
+    kill(sup, libc::SIGKILL);
+    wait_until("supervisor dead", || !alive(sup));
+    // COMMAND inherited the lock: the slot is still held, never N+1.
+    wait_until("slot shows orphaned", || {
+        env.status_json("orph")
+            .first()
+            .is_some_and(|s| s["state"] == "orphaned")
+    });
+    let s = &env.status_json("orph")[0];
+    assert!(s["pid"].is_null());
+    assert_eq!(s["child_pid"], child);
+    assert_eq!(env.check("orph"), 0, "an orphan counts as running");
+    assert_eq!(
+        env.status(["--name", "orph", "--", "sh", "-c", "sleep 1000; :", marker]),
+        75
+    );
+    assert_eq!(pids_with_arg(marker).len(), 1);
+    assert_eq!(env.status(["--stop", "orph"]), 0);
+    wait_until("orphan stopped", || !alive(child));
+    env.start("orph", &[], &["sh", "-c", "sleep 1000; :", marker]);
+    assert_eq!(env.check("orph"), 0);
+}
+
+#[test]
+fn stale_file_never_blocks_a_start() {
+    let env = Env::new();
+    let marker = "core-stale-marker";
+    env.start("stale", &[], &["sh", "-c", "sleep 1000; :", marker]);
+    let sup = env.read_pid("stale", 1).unwrap();
+    let child = pids_with_arg(marker)[0];
+    kill(sup, libc::SIGKILL);
+    // The whole group: `sleep` inherited the lock from `sh` and would keep
+    // the slot held (rightly: it is part of COMMAND).
+    kill(-child, libc::SIGKILL);
+    wait_until("both dead", || !alive(sup) && !alive(child));
+    wait_until("lock released", || env.check("stale") == 1);
+    assert_eq!(env.slots_in_state("stale", "stale").len(), 1);
+    env.start("stale", &[], &["sh", "-c", "sleep 1000; :", marker]);
+    assert_eq!(env.check("stale"), 0);
+    assert_ne!(env.read_pid("stale", 1), Some(sup));
+}
+
+#[test]
+fn deleting_the_pid_file_makes_the_supervisor_stop() {
+    let env = Env::new();
+    let marker = "core-lost-marker";
+    env.start(
+        "lost",
+        &["--log", env.path("lost.log").to_str().unwrap()],
+        &["sh", "-c", "sleep 1000; :", marker],
+    );
+    let sup = env.read_pid("lost", 1).unwrap();
+    std::fs::remove_file(env.pid_file("lost", 1)).unwrap();
+    wait_until("COMMAND stopped after lock loss", || {
+        pids_with_arg(marker).is_empty()
+    });
+    wait_until("supervisor exited", || !alive(sup));
+    assert!(read(&env.path("lost.log")).contains("lock lost"));
+    // A watchdog can start a fresh peer.
+    env.start("lost", &[], &["sh", "-c", "sleep 1000; :", marker]);
+}
+
+#[test]
+fn check_hammering_never_fails_a_start() {
+    let env = Env::new();
+    let stop = Arc::new(AtomicBool::new(false));
+    let hammers: Vec<_> = (0..2)
+        .map(|_| {
+            let stop = Arc::clone(&stop);
+            let dir = env.pid_dir.clone();
+            std::thread::spawn(move || {
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let st = std::process::Command::new(bin())
+                        .args(["--check", "ham", "--pid-dir"])
+                        .arg(&dir)
+                        .status()
+                        .unwrap();
+                    assert!(
+                        [0, 1, 3, 150].contains(&st.code().unwrap()),
+                        "check said {st:?}"
+                    );
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    for _ in 0..15 {
+        let out = env.run(["--name", "ham", "--max-peers", "2", "--", "sleep", "1000"]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "start failed beside --check: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(env.status(["--stop", "ham"]), 0);
+    }
+    stop.store(true, Ordering::Relaxed);
+    let checks: usize = hammers.into_iter().map(|h| h.join().unwrap()).sum();
+    assert!(checks > 0);
+}
+
+#[test]
+fn stop_escalates_to_kill_and_reports_nothing_left() {
+    let env = Env::new();
+    let marker = "core-stubborn-marker";
+    // COMMAND ignores TERM; the supervisor's own grace is long, so it is
+    // --stop's SIGKILL that ends it.
+    env.start(
+        "stub",
+        &["--stop-timeout", "1000"],
+        &[
+            "sh",
+            "-c",
+            "trap '' TERM; while :; do sleep 0.1; done",
+            marker,
+        ],
+    );
+    assert_eq!(env.status(["--stop", "stub", "--timeout", "0.5"]), 0);
+    wait_until("stubborn COMMAND gone", || pids_with_arg(marker).is_empty());
+    assert_eq!(env.check("stub"), 3);
+    assert_eq!(
+        env.status(["--stop", "stub"]),
+        0,
+        "stopping nothing is success"
+    );
+}
+
+#[test]
+fn check_counts_peers_and_heartbeat_age() {
+    let env = Env::new();
+    env.start("hb", &["--max-peers", "3"], &["sleep", "1000"]);
+    env.start("hb", &["--max-peers", "3"], &["sleep", "1000"]);
+    assert_eq!(env.status(["--check", "hb", "--min-peers", "2"]), 0);
+    assert_eq!(env.status(["--check", "hb", "--min-peers", "3"]), 150);
+    let v = env.run(["--check", "hb", "--min-peers", "3", "--verbose"]);
+    assert!(String::from_utf8_lossy(&v.stdout).contains("2 of at least 3"));
+    // A frozen supervisor stops refreshing its heartbeat.
+    let sup = env.read_pid("hb", 1).unwrap();
+    kill(sup, libc::SIGSTOP);
+    wait_until("heartbeat ages", || {
+        env.status(["--check", "hb", "--max-age", "2"]) == 150
+    });
+    kill(sup, libc::SIGCONT);
+    wait_until("heartbeat fresh again", || {
+        env.status(["--check", "hb", "--max-age", "2"]) == 0
+    });
+}
+
+#[test]
+fn inspection_creates_nothing() {
+    let env = Env::new();
+    assert_eq!(env.check("none"), 3);
+    assert_eq!(env.status(["--status", "none"]), 3);
+    assert_eq!(env.status(["--stop", "none"]), 0);
+    assert!(
+        !env.pid_dir.exists(),
+        "inspection must not create the PID directory"
+    );
+}
+
+#[test]
+fn foreground_exit_status_follows_the_contract() {
+    let env = Env::new();
+    assert_eq!(
+        env.status(["--name", "fg", "-f", "--", "sh", "-c", "exit 3"]),
+        3
+    );
+    assert_eq!(
+        env.status(["--name", "fg", "-f", "--", "sh", "-c", "kill -KILL $$"]),
+        137
+    );
+    assert_eq!(
+        env.check("fg"),
+        3,
+        "the PID file is removed when COMMAND exits"
+    );
+    // TERM to rdaemon: a requested stop exits 0.
+    let mut fg = env
+        .cmd()
+        .args([
+            "--name",
+            "fg",
+            "-f",
+            "--",
+            "sh",
+            "-c",
+            "sleep 1000; :",
+            "core-fg-marker",
+        ])
+        .spawn()
+        .unwrap();
+    wait_until("foreground COMMAND runs", || {
+        pids_with_arg("core-fg-marker").len() == 1
+    });
+    kill(fg.id() as i32, libc::SIGTERM);
+    assert_eq!(fg.wait().unwrap().code(), Some(0));
+    assert!(pids_with_arg("core-fg-marker").is_empty());
+}
+
+#[test]
+fn runs_inside_a_pid_namespace() {
+    if !nix_is_root()
+        || std::process::Command::new("unshare")
+            .args(["--pid", "--fork", "--mount-proc", "true"])
+            .status()
+            .map(|s| !s.success())
+            .unwrap_or(true)
+    {
+        eprintln!("skipped: needs root and unshare");
+        return;
+    }
+    let env = Env::new();
+    // Inside a fresh PID namespace: start, SIGKILL the supervisor, and the
+    // orphaned COMMAND must still be seen and stopped.
+    let script = format!(
+        "set -e; B={b}; D={d}; $B --pid-dir $D --name ns -- sleep 1000; \
+         $B --pid-dir $D --check ns; S=$(cat $D/ns.1.pid); kill -9 $S; \
+         while kill -0 $S 2>/dev/null && ! grep -q '^State:.*Z' /proc/$S/status; do sleep 0.01; done; \
+         $B --pid-dir $D --check ns; $B --pid-dir $D --status ns --json | grep -q orphaned; \
+         $B --pid-dir $D --stop ns; r=0; $B --pid-dir $D --check ns || r=$?; test $r = 3",
+        b = bin(),
+        d = env.pid_dir.display()
+    );
+    let st = std::process::Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "sh", "-c", &script])
+        .status()
+        .unwrap();
+    assert!(st.success(), "namespace scenario failed: {st:?}");
+}
+
+fn nix_is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
