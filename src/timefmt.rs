@@ -1,6 +1,6 @@
 //! UTC timestamps for log lines, without a date library.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// `2026-11-22T17:01:02Z` for `t`.
 pub fn rfc3339_utc(t: SystemTime) -> String {
@@ -13,6 +13,12 @@ pub fn rfc3339_utc(t: SystemTime) -> String {
         (rem % 3600) / 60,
         rem % 60
     )
+}
+
+/// A duration in seconds for messages, to the millisecond and without
+/// trailing zeros: `0.05s`, `1s`, `2.5s`.
+pub fn secs(d: Duration) -> String {
+    format!("{}s", d.as_millis() as f64 / 1000.0)
 }
 
 /// Howard Hinnant's days-to-civil algorithm (proleptic Gregorian).
@@ -32,7 +38,6 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn known_dates() {

@@ -58,6 +58,7 @@ use crate::exit_code::ExitCode;
 use crate::output::{LineBuffer, LogFile, Output, Sink, Stream, Syslog};
 use crate::signals::SignalSet;
 use crate::size::format_size;
+use crate::timefmt::secs;
 
 /// Where output goes.
 #[derive(Debug, Clone)]
@@ -522,14 +523,14 @@ impl Supervisor {
         };
         match rs.on_exit(started, now) {
             Decision::RestartAfter(delay) => {
-                self.event(&format!("restarting in {:.1}s", delay.as_secs_f64()));
+                self.event(&format!("restarting in {}", secs(delay)));
                 self.phase = Phase::BackingOff { until: now + delay };
             }
             Decision::GiveUp { restarts_in_window } => {
                 let limits = self.cfg.respawn.unwrap_or_default();
                 self.event(&format!(
-                    "giving up: {restarts_in_window} restarts within {}s (--max-respawns {})",
-                    limits.window.as_secs_f64(),
+                    "giving up: {restarts_in_window} restarts within {} (--max-respawns {})",
+                    secs(limits.window),
                     limits.max_respawns
                 ));
                 self.phase = Phase::Done(code);
