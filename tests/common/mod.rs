@@ -110,10 +110,10 @@ impl Env {
             .into_iter()
             .map(|a| a.as_ref().to_os_string())
             .collect();
-        if let Some(i) = args.iter().position(|a| a == "--name") {
-            if let Some(n) = args.get(i + 1).and_then(|n| n.to_str()) {
-                self.names.borrow_mut().push(n.to_string());
-            }
+        if let Some(i) = args.iter().position(|a| a == "--name")
+            && let Some(n) = args.get(i + 1).and_then(|n| n.to_str())
+        {
+            self.names.borrow_mut().push(n.to_string());
         }
         self.cmd().args(&args).output().unwrap()
     }
