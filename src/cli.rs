@@ -145,6 +145,21 @@ pub struct Cli {
     #[arg(long = "env", value_name = "KEY=VALUE", requires = "name", value_parser = parse_env, help_heading = "Environment")]
     pub env: Vec<(OsString, OsString)>,
 
+    /// Report the start only once COMMAND has sent READY=1 over $NOTIFY_SOCKET
+    /// (the sd_notify protocol; every COMMAND gets a private NOTIFY_SOCKET)
+    #[arg(long, requires = "name", help_heading = "Readiness and watchdog")]
+    pub notify: bool,
+
+    /// With --notify: stop COMMAND and fail the start when READY=1 has not
+    /// arrived within SECS (EXTEND_TIMEOUT_USEC= extends it)
+    #[arg(long, value_name = "SECS", default_value = "60", requires = "notify", value_parser = parse_positive_secs, help_heading = "Readiness and watchdog")]
+    pub ready_timeout: Duration,
+
+    /// COMMAND must send WATCHDOG=1 at least every SECS (WATCHDOG_USEC tells it);
+    /// otherwise it is hung: stopped gracefully and, with --respawn, started afresh
+    #[arg(long, value_name = "SECS", requires = "name", value_parser = parse_positive_secs, help_heading = "Readiness and watchdog")]
+    pub watchdog: Option<Duration>,
+
     /// Say nothing when every slot is busy (cron-friendly)
     #[arg(short, long)]
     pub quiet: bool,

@@ -134,6 +134,17 @@ fn start(cli: Cli, name: &str) -> ExitCode {
         memory_limit: cli.memory_limit,
         output,
         heartbeat_interval: cli.heartbeat_interval,
+        notify: cli.notify,
+        ready_timeout: cli.ready_timeout,
+        watchdog: cli.watchdog,
+        // Under systemd Type=notify (foreground only), pass READY=1 up.
+        upstream_notify: if cli.foreground {
+            std::env::var("NOTIFY_SOCKET")
+                .ok()
+                .filter(|s| !s.is_empty())
+        } else {
+            None
+        },
     };
     if cli.foreground {
         return supervisor::run(cfg, &mut ForegroundReady { quiet: cli.quiet });

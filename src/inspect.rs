@@ -60,6 +60,8 @@ pub struct SlotReport {
     pub pid: Option<i32>,
     /// COMMAND's PID, when verified.
     pub child_pid: Option<i32>,
+    /// The MAINPID= COMMAND reported over sd_notify, if any.
+    pub main_pid: Option<i32>,
     pub pid_file: PathBuf,
     pub started_unix: Option<u64>,
     pub heartbeat_age_s: Option<f64>,
@@ -133,6 +135,7 @@ fn scan_dir(dir: &PidDir, name: &str, depth: Depth) -> Result<Vec<SlotReport>> {
             state: SlotStatus::Unknown,
             pid: None,
             child_pid: None,
+            main_pid: None,
             pid_file,
             started_unix: None,
             heartbeat_age_s: None,
@@ -168,6 +171,7 @@ fn scan_dir(dir: &PidDir, name: &str, depth: Depth) -> Result<Vec<SlotReport>> {
                         report.restarts = Some(st.restarts);
                         report.last_exit = st.last_exit;
                         report.ready = st.ready;
+                        report.main_pid = st.main_pid.filter(|&p| crate::proc::stat(p).is_some());
                         report.status_text = st.status_text;
                     }
                 }
@@ -409,11 +413,12 @@ pub fn to_json(slots: &[SlotReport]) -> String {
         }
         let _ = write!(
             out,
-            "{{\"slot\":{},\"state\":\"{}\",\"pid\":{},\"child_pid\":{},\"pid_file\":",
+            "{{\"slot\":{},\"state\":\"{}\",\"pid\":{},\"child_pid\":{},\"main_pid\":{},\"pid_file\":",
             s.slot,
             s.state.as_str(),
             json_opt(s.pid),
-            json_opt(s.child_pid)
+            json_opt(s.child_pid),
+            json_opt(s.main_pid)
         );
         json_str(&mut out, &s.pid_file.to_string_lossy());
         let _ = write!(

@@ -30,6 +30,9 @@ const MAX_STATE_READ: u64 = 8192;
 pub struct SlotState {
     /// COMMAND's PID (CLI mode); `None` in library mode or between runs.
     pub child_pid: Option<i32>,
+    /// The main process COMMAND named with sd_notify's MAINPID=, verified
+    /// to be in COMMAND's process tree when it was received.
+    pub main_pid: Option<i32>,
     /// When the slot was taken, in seconds since the epoch.
     pub started_unix: Option<u64>,
     /// How many times COMMAND was restarted.
@@ -61,6 +64,7 @@ impl SlotState {
             }
         };
         field("child_pid", self.child_pid.map(|p| p.to_string()));
+        field("main_pid", self.main_pid.map(|p| p.to_string()));
         field("started_unix", self.started_unix.map(|p| p.to_string()));
         field("restarts", Some(self.restarts.to_string()));
         field("last_exit", self.last_exit.clone());
@@ -88,6 +92,12 @@ impl SlotState {
             match k {
                 "child_pid" => {
                     st.child_pid = v
+                        .parse::<i64>()
+                        .ok()
+                        .and_then(|n| valid_signal_target(n, max))
+                }
+                "main_pid" => {
+                    st.main_pid = v
                         .parse::<i64>()
                         .ok()
                         .and_then(|n| valid_signal_target(n, max))
@@ -167,6 +177,7 @@ mod tests {
     fn roundtrip() {
         let st = SlotState {
             child_pid: Some(1240),
+            main_pid: Some(1241),
             started_unix: Some(1_790_000_000),
             restarts: 2,
             last_exit: Some("signal 9".into()),
@@ -177,6 +188,7 @@ mod tests {
         };
         let back = SlotState::parse(&st.serialize());
         assert_eq!(back.child_pid, Some(1240));
+        assert_eq!(back.main_pid, Some(1241));
         assert_eq!(back.restarts, 2);
         assert_eq!(back.status_text.as_deref(), Some("working on it"));
         assert_eq!(back.ready, Some(true));

@@ -35,6 +35,7 @@
 //! while part of COMMAND still runs.
 
 mod child;
+pub mod notify;
 pub mod respawn;
 
 use std::ffi::OsString;
@@ -51,6 +52,7 @@ use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid, waitpid};
 use nix::unistd::Pid;
 
 pub use child::{ChildSpec, Identity};
+use notify::{Notification, NotifySocket};
 use respawn::{Decision, RespawnLimits, RespawnState};
 
 use crate::daemon::Daemon;
@@ -87,6 +89,15 @@ pub struct Config {
     pub output: OutputChoice,
     /// How often the heartbeat is refreshed and the slot verified.
     pub heartbeat_interval: Duration,
+    /// `--notify`: the start is reported only once COMMAND sends READY=1.
+    pub notify: bool,
+    /// `--ready-timeout`: how long `--notify` waits for READY=1.
+    pub ready_timeout: Duration,
+    /// `--watchdog`: COMMAND must send WATCHDOG=1 at least this often.
+    pub watchdog: Option<Duration>,
+    /// rdaemon's own `$NOTIFY_SOCKET` (foreground under systemd
+    /// `Type=notify`): READY=1 is passed up once COMMAND is ready.
+    pub upstream_notify: Option<String>,
 }
 
 /// How the supervisor tells its starter whether COMMAND runs.
@@ -146,17 +157,26 @@ fn pipe_pair() -> std::io::Result<(OwnedFd, OwnedFd)> {
     Ok((r, w))
 }
 
-struct Supervisor {
+struct Supervisor<'r> {
     cfg: Config,
     daemon: Daemon,
     output: Arc<Mutex<Output>>,
     signals: SignalSet,
     pipes: Option<Pipes>,
     inotify: Option<Inotify>,
+    notify: Option<NotifySocket>,
     respawn: Option<RespawnState>,
     restarts: u32,
     next_tick: Instant,
     phase: Phase,
+    /// The starter, until it has been told the outcome of the first start.
+    ready: Option<&'r mut dyn Readiness>,
+    /// With `--notify`: when the current run must have sent READY=1.
+    ready_deadline: Option<Instant>,
+    /// With `--watchdog`: when the next WATCHDOG=1 is due.
+    watchdog_deadline: Option<Instant>,
+    /// When the last WATCHDOG=1 was published to the state file.
+    watchdog_published: Option<Instant>,
 }
 
 /// Runs a supervisor to completion in this process; returns its exit
@@ -226,6 +246,14 @@ pub fn run(cfg: Config, ready: &mut dyn Readiness) -> ExitCode {
         None
     };
     let inotify = watch_pid_file(&daemon);
+    let notify = match open_notify_socket(&cfg, &daemon) {
+        Ok(n) => n,
+        Err(msg) => {
+            let _ = daemon.stop();
+            ready.report(ExitCode::Failure, &msg);
+            return ExitCode::Failure;
+        }
+    };
     let mut sup = Supervisor {
         respawn: cfg.respawn.map(RespawnState::new),
         next_tick: Instant::now() + cfg.heartbeat_interval,
@@ -235,8 +263,13 @@ pub fn run(cfg: Config, ready: &mut dyn Readiness) -> ExitCode {
         signals,
         pipes,
         inotify,
+        notify,
         restarts: 0,
         phase: Phase::Done(ExitCode::Failure),
+        ready: Some(ready),
+        ready_deadline: None,
+        watchdog_deadline: None,
+        watchdog_published: None,
     };
     match sup.spawn() {
         Ok(pid) => {
@@ -244,7 +277,9 @@ pub fn run(cfg: Config, ready: &mut dyn Readiness) -> ExitCode {
                 child: pid,
                 started: Instant::now(),
             };
-            ready.report(ExitCode::Success, "");
+            if !sup.cfg.notify {
+                sup.report_ready(ExitCode::Success, "");
+            }
         }
         Err(e) => {
             let code = ExitCode::for_exec_errno(e.raw_os_error().unwrap_or(0));
@@ -254,11 +289,36 @@ pub fn run(cfg: Config, ready: &mut dyn Readiness) -> ExitCode {
             );
             sup.event(&msg);
             sup.finish();
-            ready.report(code, &msg);
+            sup.report_ready(code, &msg);
             return code;
         }
     }
     sup.event_loop()
+}
+
+/// Creates COMMAND's notification socket. Without `--notify`/`--watchdog`
+/// a failure only costs the STATUS/READY/WATCHDOG reporting, so it is a
+/// warning; with them it fails the start.
+fn open_notify_socket(cfg: &Config, daemon: &Daemon) -> Result<Option<NotifySocket>, String> {
+    let slot = daemon.held_slot().expect("supervisor holds a slot");
+    let path = cfg
+        .pid_dir
+        .join(format!("{}.{}.notify", cfg.name, slot.index()));
+    let owner = cfg.child.identity.as_ref().map(|id| (id.uid, id.gid));
+    match NotifySocket::bind(&path, owner) {
+        Ok(sock) => Ok(Some(sock)),
+        Err(e) if cfg.notify || cfg.watchdog.is_some() => Err(format!(
+            "cannot create notification socket {}: {e}",
+            path.display()
+        )),
+        Err(e) => {
+            log::warn!(
+                "cannot create notification socket {}: {e}; NOTIFY_SOCKET not set",
+                path.display()
+            );
+            Ok(None)
+        }
+    }
 }
 
 fn lock(output: &Arc<Mutex<Output>>) -> std::sync::MutexGuard<'_, Output> {
@@ -295,17 +355,41 @@ fn describe(status: WaitStatus) -> (String, ExitCode) {
     }
 }
 
-impl Supervisor {
+impl Supervisor<'_> {
     fn event(&self, msg: &str) {
         lock(&self.output).event(msg);
     }
 
+    /// Tells the starter how the first start went (once).
+    fn report_ready(&mut self, code: ExitCode, msg: &str) {
+        if let Some(r) = self.ready.take() {
+            r.report(code, msg);
+        }
+        if code == ExitCode::Success {
+            self.tell_upstream("READY=1");
+        }
+    }
+
+    fn tell_upstream(&self, msg: &str) {
+        if let Some(addr) = &self.cfg.upstream_notify
+            && let Err(e) = notify::send_to_env_socket(addr, msg)
+        {
+            self.event(&format!("cannot notify systemd at {addr}: {e}"));
+        }
+    }
+
     fn spawn(&mut self) -> std::io::Result<i32> {
         let slot = self.daemon.held_slot().expect("supervisor holds a slot");
-        let extra_env: Vec<(OsString, OsString)> = vec![
+        let mut extra_env: Vec<(OsString, OsString)> = vec![
             ("RDAEMON_NAME".into(), self.cfg.name.clone().into()),
             ("RDAEMON_SLOT".into(), slot.index().to_string().into()),
         ];
+        if let Some(n) = &self.notify {
+            extra_env.push(("NOTIFY_SOCKET".into(), n.path().into()));
+        }
+        if let Some(wd) = self.cfg.watchdog {
+            extra_env.push(("WATCHDOG_USEC".into(), wd.as_micros().to_string().into()));
+        }
         let io = child::ChildIo {
             stdout: self.pipes.as_ref().map(|p| &p.stdout.1),
             stderr: self.pipes.as_ref().map(|p| &p.stderr.1),
@@ -314,9 +398,23 @@ impl Supervisor {
         };
         let pid = child::spawn(&self.cfg.child, &io)?;
         let restarts = self.restarts;
+        let notify = self.cfg.notify;
+        let now = Instant::now();
+        // Each run must prove readiness and liveness afresh. The watchdog
+        // clock starts when the run is ready: at READY=1 with --notify,
+        // at exec otherwise (as systemd does).
+        self.ready_deadline = notify.then(|| now + self.cfg.ready_timeout);
+        self.watchdog_deadline = if notify {
+            None
+        } else {
+            self.cfg.watchdog.map(|w| now + w)
+        };
         if let Err(e) = self.daemon.update_state(|s| {
             s.child_pid = Some(pid);
+            s.main_pid = None;
             s.restarts = restarts;
+            s.ready = notify.then_some(false);
+            s.watchdog_unix_ms = None;
         }) {
             self.event(&format!("warning: {e}"));
         }
@@ -337,6 +435,7 @@ impl Supervisor {
             for sig in self.signals.take() {
                 self.on_signal(sig);
             }
+            self.on_notifications();
             self.reap();
             self.on_inotify();
             self.on_timers();
@@ -364,25 +463,35 @@ impl Supervisor {
         // Round up so we do not wake just before a deadline and spin.
         let ms = timeout.as_millis().min(60_000) as i32
             + i32::from(!timeout.subsec_nanos().is_multiple_of(1_000_000));
-        let revents = {
+        let (pipes_ready, notify_ready) = {
             let mut fds = vec![PollFd::new(self.signals.fd(), PollFlags::POLLIN)];
+            let pipe_at = fds.len();
             if let Some(p) = &self.pipes {
                 fds.push(PollFd::new(p.stdout.0.as_fd(), PollFlags::POLLIN));
                 fds.push(PollFd::new(p.stderr.0.as_fd(), PollFlags::POLLIN));
+            }
+            let notify_at = fds.len();
+            if let Some(n) = &self.notify {
+                fds.push(PollFd::new(n.fd(), PollFlags::POLLIN));
             }
             let _ = poll(
                 &mut fds,
                 PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
             );
-            fds.iter()
-                .map(|f| f.revents().unwrap_or(PollFlags::empty()))
-                .collect::<Vec<_>>()
+            let readable = |i: usize| {
+                fds.get(i)
+                    .and_then(|f| f.revents())
+                    .is_some_and(|r| r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP))
+            };
+            (
+                self.pipes.is_some() && (readable(pipe_at) || readable(pipe_at + 1)),
+                self.notify.is_some() && readable(notify_at),
+            )
         };
-        if revents.len() == 3
-            && (revents[1] | revents[2]).intersects(PollFlags::POLLIN | PollFlags::POLLHUP)
-        {
+        if pipes_ready {
             self.drain_pipes(false);
         }
+        let _ = notify_ready; // read unconditionally in on_notifications()
     }
 
     /// Reads what the output pipes hold and writes it out line by line.
@@ -496,6 +605,12 @@ impl Supervisor {
         });
         let now = Instant::now();
         match self.phase {
+            Phase::Running { .. } if self.ready.is_some() => {
+                let msg = format!("COMMAND exited ({how}) before it sent READY=1");
+                self.event(&msg);
+                self.report_ready(ExitCode::Failure, &msg);
+                self.phase = Phase::Done(ExitCode::Failure);
+            }
             Phase::Running { started, .. } => {
                 self.event(&format!("PID {child} exited ({how})"));
                 let finished = matches!(status, WaitStatus::Exited(_, c) if self.cfg.finished_exit_codes.contains(&c));
@@ -611,10 +726,141 @@ impl Supervisor {
                 }
             }
         }
+        if let Phase::Running { .. } = self.phase {
+            if self.ready_deadline.is_some_and(|d| now >= d) {
+                self.ready_deadline = None;
+                let msg = format!(
+                    "COMMAND sent no READY=1 within {}; stopping it",
+                    secs(self.cfg.ready_timeout)
+                );
+                self.event(&msg);
+                if self.ready.is_some() {
+                    self.report_ready(ExitCode::Failure, &msg);
+                    self.begin_stop(AfterStop::Exit(ExitCode::Failure));
+                } else {
+                    self.stop_hung();
+                }
+            } else if self.watchdog_deadline.is_some_and(|d| now >= d) {
+                self.watchdog_deadline = None;
+                let wd = self.cfg.watchdog.unwrap_or_default();
+                self.event(&format!(
+                    "watchdog: no WATCHDOG=1 for {}; COMMAND is hung",
+                    secs(wd)
+                ));
+                self.stop_hung();
+            }
+        }
         if now >= self.next_tick {
             self.next_tick = now + self.cfg.heartbeat_interval;
             self.verify_slot();
             self.check_memory();
+        }
+    }
+
+    /// Stops a hung COMMAND: afresh under `--respawn`, for good otherwise.
+    fn stop_hung(&mut self) {
+        let then = if self.respawn.is_some() {
+            AfterStop::Respawn
+        } else {
+            AfterStop::Exit(ExitCode::Failure)
+        };
+        self.begin_stop(then);
+    }
+
+    /// Reads COMMAND's sd_notify datagrams and acts on them.
+    fn on_notifications(&mut self) {
+        let Some(sock) = &self.notify else { return };
+        let (messages, dropped) = sock.receive();
+        if dropped > 0 {
+            self.event(&format!("ignored {dropped} malformed notification(s)"));
+        }
+        for msg in messages {
+            self.on_notification(msg);
+        }
+    }
+
+    fn on_notification(&mut self, msg: Notification) {
+        let Phase::Running { child, .. } = self.phase else {
+            return;
+        };
+        let now = Instant::now();
+        let mut state_changed = false;
+        let mut new_main_pid = None;
+        if let Some(pid) = msg.main_pid {
+            let max = crate::pid::pid_max();
+            match crate::pid::valid_signal_target(pid, max) {
+                Some(p) if notify::is_descendant(p, child) => new_main_pid = Some(p),
+                _ => self.event(&format!(
+                    "ignored MAINPID={pid}: not a process of COMMAND's tree"
+                )),
+            }
+        }
+        if let Some(extra) = msg.extend_timeout
+            && let Some(d) = self.ready_deadline
+        {
+            self.ready_deadline = Some(d.max(now + extra));
+        }
+        if msg.ready && self.cfg.notify && self.ready_deadline.is_some() {
+            self.ready_deadline = None;
+            self.watchdog_deadline = self.cfg.watchdog.map(|w| now + w);
+            self.event("COMMAND is ready");
+            self.report_ready(ExitCode::Success, "");
+            state_changed = true;
+        }
+        if msg.watchdog_trigger {
+            self.event("COMMAND asked for a watchdog restart (WATCHDOG=trigger)");
+            self.stop_hung();
+            return;
+        }
+        let mut watchdog_ms = None;
+        if msg.watchdog {
+            if self.watchdog_deadline.is_some() || (!self.cfg.notify && self.cfg.watchdog.is_some())
+            {
+                self.watchdog_deadline = self.cfg.watchdog.map(|w| now + w);
+            }
+            // Publish the heartbeat at most four times a second.
+            if self
+                .watchdog_published
+                .is_none_or(|t| now.duration_since(t) >= Duration::from_millis(250))
+            {
+                self.watchdog_published = Some(now);
+                watchdog_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .ok()
+                    .map(|d| d.as_millis() as u64);
+                state_changed = true;
+            }
+        }
+        if msg.stopping {
+            self.event("COMMAND reports that it is stopping");
+            self.tell_upstream("STOPPING=1");
+        }
+        if let Some(text) = &msg.status {
+            self.tell_upstream(&format!("STATUS={text}"));
+        }
+        state_changed |= msg.status.is_some() || new_main_pid.is_some();
+        if state_changed {
+            let ready = self.cfg.notify && self.ready_deadline.is_none();
+            let notify = self.cfg.notify;
+            let res = self.daemon.update_state(|s| {
+                if notify {
+                    s.ready = Some(ready);
+                } else if msg.ready {
+                    s.ready = Some(true);
+                }
+                if let Some(ms) = watchdog_ms {
+                    s.watchdog_unix_ms = Some(ms);
+                }
+                if let Some(text) = msg.status {
+                    s.status_text = Some(text);
+                }
+                if let Some(p) = new_main_pid {
+                    s.main_pid = Some(p);
+                }
+            });
+            if let Err(e) = res {
+                self.event(&format!("warning: {e}"));
+            }
         }
     }
 
@@ -646,6 +892,8 @@ impl Supervisor {
     /// Flushes output, removes the PID file and releases the slot.
     fn finish(&mut self) {
         self.drain_pipes(true);
+        self.tell_upstream("STOPPING=1");
+        self.notify = None; // removes the socket file
         self.event("exiting");
         if let Err(e) = self.daemon.stop() {
             self.event(&format!("warning: {e}"));

@@ -1,0 +1,228 @@
+//! The sd_notify protocol, without systemd.
+//!
+//! Each supervisor gives COMMAND a private datagram socket in `NOTIFY_SOCKET`
+//! (`NAME.i.notify` in the PID directory, mode 0600, owned by COMMAND's
+//! user), so programs that already speak sd_notify (libsystemd,
+//! `systemd-notify`, the `sd-notify` crate, Python `sdnotify`) work
+//! unchanged. A datagram is newline-separated `KEY=VALUE` assignments; the
+//! supervisor acts on `READY=1`, `WATCHDOG=1`, `WATCHDOG=trigger`,
+//! `STATUS=…`, `STOPPING=1`, `MAINPID=…` and `EXTEND_TIMEOUT_USEC=…`.
+//! Unknown keys are ignored; a datagram that is oversized, not UTF-8, or
+//! contains a NUL is dropped whole and never stops the supervisor.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::sys::socket::{MsgFlags, recv};
+use nix::sys::stat::{Mode, umask};
+use nix::unistd::{Gid, Uid};
+
+/// The largest datagram accepted (systemd's own limit is the same order).
+pub const MAX_DATAGRAM: usize = 4096;
+
+/// Longest STATUS= text kept.
+const MAX_STATUS: usize = 256;
+
+/// One parsed notification. Fields not present are `None`/false.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Notification {
+    pub ready: bool,
+    pub watchdog: bool,
+    pub watchdog_trigger: bool,
+    pub stopping: bool,
+    pub status: Option<String>,
+    /// MAINPID= as sent; validated by the supervisor, not here.
+    pub main_pid: Option<i64>,
+    pub extend_timeout: Option<Duration>,
+}
+
+/// Parses one datagram; `None` when it must be dropped as malformed.
+pub fn parse(datagram: &[u8]) -> Option<Notification> {
+    if datagram.len() > MAX_DATAGRAM || datagram.contains(&0) {
+        return None;
+    }
+    let text = std::str::from_utf8(datagram).ok()?;
+    let mut n = Notification::default();
+    for line in text.split('\n').filter(|l| !l.is_empty()) {
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        match (key, value) {
+            ("READY", "1") => n.ready = true,
+            ("WATCHDOG", "1") => n.watchdog = true,
+            ("WATCHDOG", "trigger") => n.watchdog_trigger = true,
+            ("STOPPING", "1") => n.stopping = true,
+            ("STATUS", s) => n.status = Some(s.chars().take(MAX_STATUS).collect()),
+            ("MAINPID", p) => n.main_pid = p.parse().ok(),
+            ("EXTEND_TIMEOUT_USEC", us) => {
+                n.extend_timeout = us.parse().ok().map(Duration::from_micros)
+            }
+            _ => {}
+        }
+    }
+    Some(n)
+}
+
+/// The supervisor's end of COMMAND's notification socket.
+#[derive(Debug)]
+pub struct NotifySocket {
+    sock: UnixDatagram,
+    path: PathBuf,
+}
+
+impl NotifySocket {
+    /// Binds the socket at `path` (anything already there is unlinked, never
+    /// followed), readable and writable only by `owner` (COMMAND's user).
+    pub fn bind(path: &Path, owner: Option<(Uid, Gid)>) -> io::Result<NotifySocket> {
+        match std::fs::remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        // bind() creates the socket file with 0777 & ~umask; the supervisor
+        // is single-threaded, so narrowing the umask around it is safe.
+        let old = umask(Mode::from_bits_truncate(0o177));
+        let bound = UnixDatagram::bind(path);
+        umask(old);
+        let sock = bound?;
+        if let Some((uid, gid)) = owner {
+            nix::unistd::fchownat(
+                nix::fcntl::AT_FDCWD,
+                path,
+                Some(uid),
+                Some(gid),
+                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+            )
+            .map_err(io::Error::from)?;
+        }
+        sock.set_nonblocking(true)?;
+        Ok(NotifySocket {
+            sock,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.sock.as_fd()
+    }
+
+    /// Reads every pending datagram. Malformed and oversized ones are
+    /// counted in the second value and otherwise ignored.
+    pub fn receive(&self) -> (Vec<Notification>, usize) {
+        let mut out = Vec::new();
+        let mut dropped = 0;
+        let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+        // Bounded, so a flood cannot starve the rest of the loop.
+        for _ in 0..64 {
+            // MSG_TRUNC makes recv() return the real length of a longer
+            // datagram, so an oversized one is recognised and dropped.
+            match recv(
+                self.sock.as_raw_fd(),
+                &mut buf,
+                MsgFlags::MSG_TRUNC | MsgFlags::MSG_DONTWAIT,
+            ) {
+                Ok(n) if n <= MAX_DATAGRAM => match parse(&buf[..n]) {
+                    Some(msg) => out.push(msg),
+                    None => dropped += 1,
+                },
+                Ok(_) => dropped += 1,
+                Err(_) => break,
+            }
+        }
+        (out, dropped)
+    }
+}
+
+impl Drop for NotifySocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Sends `message` to the socket named by `$NOTIFY_SOCKET` (a path, or an
+/// abstract name starting with `@`): how rdaemon itself reports READY=1 to
+/// systemd when it runs under `Type=notify`. Errors are returned, not fatal.
+pub fn send_to_env_socket(address: &str, message: &str) -> io::Result<()> {
+    let sock = UnixDatagram::unbound()?;
+    if let Some(name) = address.strip_prefix('@') {
+        use std::os::linux::net::SocketAddrExt;
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
+        sock.send_to_addr(message.as_bytes(), &addr)?;
+    } else {
+        sock.send_to(message.as_bytes(), address)?;
+    }
+    Ok(())
+}
+
+/// Whether `pid` is `ancestor` or one of its descendants (walking the
+/// parent links in /proc): MAINPID= must name a process of COMMAND's tree.
+pub fn is_descendant(pid: i32, ancestor: i32) -> bool {
+    let mut cur = pid;
+    for _ in 0..64 {
+        if cur == ancestor {
+            return true;
+        }
+        match crate::proc::stat(cur) {
+            Some(st) if st.ppid > 1 => cur = st.ppid,
+            _ => return false,
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn parses_the_fields_it_knows() {
+        let n = parse(b"READY=1\nSTATUS=Processing 3 jobs\nMAINPID=4242\nX_UNKNOWN=1\nWATCHDOG=1\nEXTEND_TIMEOUT_USEC=5000000").unwrap();
+        assert!(n.ready && n.watchdog && !n.stopping && !n.watchdog_trigger);
+        assert_eq!(n.status.as_deref(), Some("Processing 3 jobs"));
+        assert_eq!(n.main_pid, Some(4242));
+        assert_eq!(n.extend_timeout, Some(Duration::from_secs(5)));
+        assert!(parse(b"WATCHDOG=trigger").unwrap().watchdog_trigger);
+        assert!(parse(b"STOPPING=1\n").unwrap().stopping);
+    }
+
+    #[test]
+    fn drops_malformed_datagrams() {
+        assert_eq!(parse(b"READY=1\0"), None);
+        assert_eq!(parse(b"\xff\xfe"), None);
+        assert_eq!(parse(&vec![b'a'; MAX_DATAGRAM + 1]), None);
+        // Lines without '=' and wrong values are ignored, not fatal.
+        let n = parse(b"garbage\nREADY=yes\nMAINPID=abc").unwrap();
+        assert_eq!(n, Notification::default());
+    }
+
+    #[test]
+    fn status_is_bounded() {
+        let long = format!("STATUS={}", "x".repeat(1000));
+        assert_eq!(
+            parse(long.as_bytes()).unwrap().status.unwrap().len(),
+            MAX_STATUS
+        );
+    }
+
+    #[test]
+    fn own_process_is_its_own_descendant() {
+        let me = std::process::id() as i32;
+        assert!(is_descendant(me, me));
+        assert!(!is_descendant(1, me));
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let _ = parse(&bytes);
+        }
+    }
+}
