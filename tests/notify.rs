@@ -330,3 +330,27 @@ fn notify_socket_is_private() {
     env.run(["--stop", "priv"]);
     assert!(!socket_path(&env, "priv").exists(), "removed on exit");
 }
+
+#[test]
+fn rdaemons_own_notify_environment_never_reaches_command() {
+    let env = Env::new();
+    let out = env.path("env.out");
+    let script = format!(
+        "echo \"N=$NOTIFY_SOCKET W=$WATCHDOG_PID\" > {o}.tmp; mv {o}.tmp {o}",
+        o = out.display()
+    );
+    let status = env
+        .cmd()
+        .env("NOTIFY_SOCKET", "/nonexistent/systemd.sock")
+        .env("WATCHDOG_PID", "1")
+        .args(["--name", "envleak", "--", "sh", "-c", &script])
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    wait_until("COMMAND wrote its environment", || out.exists());
+    let text = read(&out);
+    assert_eq!(
+        text.trim(),
+        format!("N={} W=", socket_path(&env, "envleak").display())
+    );
+}

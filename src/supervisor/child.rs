@@ -105,10 +105,15 @@ pub fn spawn(spec: &ChildSpec, io: &ChildIo<'_>) -> io::Result<i32> {
             .env("LOGNAME", &id.user)
             .env("HOME", &id.home);
     }
+    // rdaemon's own sd_notify environment (when it runs under systemd)
+    // addresses rdaemon, never COMMAND; COMMAND gets its own in extra_env.
+    for var in ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"] {
+        cmd.env_remove(var);
+    }
+    cmd.env("RDAEMON_LOCK_FD", io.lock_fd.to_string());
     for (k, v) in spec.env.iter().chain(io.extra_env.iter()) {
         cmd.env(k, v);
     }
-    cmd.env("RDAEMON_LOCK_FD", io.lock_fd.to_string());
     let lock_fd = io.lock_fd;
     let umask = spec.umask;
     let ident = spec.identity.clone();

@@ -1,0 +1,33 @@
+complete -c rdaemon -l name -d 'Start COMMAND as a peer of NAME' -r
+complete -c rdaemon -l check -d 'Exit 0 if NAME runs (LSB status codes; for cron watchdogs)' -r
+complete -c rdaemon -l status -d 'Show NAME\'s slots: state, PID, child PID, uptime, heartbeat age, restarts' -r
+complete -c rdaemon -l stop -d 'Stop every peer of NAME (SIGTERM, then SIGKILL after --timeout)' -r
+complete -c rdaemon -l pid-dir -d 'Directory of the slot files [default: $RDAEMON_PID_DIR, /run/rdaemon for root, $XDG_RUNTIME_DIR/rdaemon, /tmp/rdaemon-$UID]' -r -F
+complete -c rdaemon -l max-peers -d 'How many copies of NAME may run at once' -r
+complete -c rdaemon -l stop-timeout -d 'Grace between SIGTERM and SIGKILL when stopping COMMAND' -r
+complete -c rdaemon -l max-respawns -d 'Give up after N restarts within --respawn-window' -r
+complete -c rdaemon -l respawn-window -d 'The window for --max-respawns' -r
+complete -c rdaemon -l respawn-delay -d 'First pause before a restart; doubles up to 60s, and resets once COMMAND stayed up for a whole window' -r
+complete -c rdaemon -l exit-codes -d 'Exit statuses that mean COMMAND finished its work: not restarted (supervisord\'s exitcodes= with autorestart=unexpected), e.g. 0 or 0,3' -r
+complete -c rdaemon -l memory-limit -d 'Stop COMMAND gracefully when its process tree\'s resident memory exceeds SIZE (512K, 64M, 2G); with --respawn, start it afresh' -r
+complete -c rdaemon -l log -d 'Append COMMAND\'s stdout and stderr, and rdaemon\'s events, to FILE (created 0640; reopened when rotated away)' -r -F
+complete -c rdaemon -l syslog-socket -d 'The syslog socket' -r -F
+complete -c rdaemon -l chdir -d 'Run COMMAND in DIR [default: / when detached, the current directory with --foreground]' -r -F
+complete -c rdaemon -l umask -d 'File mode creation mask for COMMAND, in octal (e.g. 027)' -r
+complete -c rdaemon -l user -d 'Run COMMAND as USER (and GROUP), with USER\'s supplementary groups; root only. The PID file stays root\'s' -r
+complete -c rdaemon -l env -d 'Set an environment variable for COMMAND (repeatable)' -r
+complete -c rdaemon -l ready-timeout -d 'With --notify: stop COMMAND and fail the start when READY=1 has not arrived within SECS (EXTEND_TIMEOUT_USEC= extends it)' -r
+complete -c rdaemon -l watchdog -d 'COMMAND must send WATCHDOG=1 at least every SECS (WATCHDOG_USEC tells it); otherwise it is hung: stopped gracefully and, with --respawn, started afresh' -r
+complete -c rdaemon -l heartbeat-interval -d 'How often the supervisor refreshes its heartbeat and re-verifies its slot' -r
+complete -c rdaemon -l min-peers -d 'With --check: how many peers must run' -r
+complete -c rdaemon -l max-age -d 'With --check: each running peer\'s heartbeat must be younger than SECS' -r
+complete -c rdaemon -l timeout -d 'With --stop: how long to wait after SIGTERM before SIGKILL' -r
+complete -c rdaemon -s f -l foreground -d 'Do not detach: stay in the foreground (systemd Type=simple, containers)'
+complete -c rdaemon -l respawn -d 'Restart COMMAND when it exits on its own'
+complete -c rdaemon -l syslog -d 'Send COMMAND\'s output and rdaemon\'s events to syslog, tagged NAME (stdout at info, stderr at err, events at notice; facility daemon)'
+complete -c rdaemon -l notify -d 'Report the start only once COMMAND has sent READY=1 over $NOTIFY_SOCKET (the sd_notify protocol; every COMMAND gets a private NOTIFY_SOCKET)'
+complete -c rdaemon -s q -l quiet -d 'Say nothing when every slot is busy (cron-friendly)'
+complete -c rdaemon -s v -l verbose -d 'With --check: explain the verdict on stdout'
+complete -c rdaemon -l json -d 'With --status: print a JSON array, one object per slot'
+complete -c rdaemon -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c rdaemon -s V -l version -d 'Print version'
