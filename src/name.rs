@@ -40,6 +40,16 @@ pub fn validate(name: &str) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// The contract's grammar, written independently of `validate`.
+    fn grammar(name: &str) -> bool {
+        let mut chars = name.chars();
+        let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
+        first_ok
+            && name.len() <= 64
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-')
+    }
 
     #[test]
     fn accepts_ordinary_names() {
@@ -73,6 +83,50 @@ mod tests {
             &"x".repeat(65),
         ] {
             assert!(validate(n).is_err(), "{n:?} should be rejected");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn accepted_exactly_when_the_grammar_says_so(name in any::<String>()) {
+            prop_assert_eq!(validate(&name).is_ok(), grammar(&name), "{:?}", name);
+        }
+
+        #[test]
+        fn near_misses_follow_the_grammar(name in "[A-Za-z0-9._/ \t\n\x00-]{0,70}") {
+            prop_assert_eq!(validate(&name).is_ok(), grammar(&name), "{:?}", name);
+        }
+
+        #[test]
+        fn grammar_names_are_accepted(name in "[A-Za-z0-9][A-Za-z0-9._-]{0,63}") {
+            prop_assert!(validate(&name).is_ok(), "{:?}", name);
+        }
+
+        #[test]
+        fn slashes_leading_dots_and_dashes_are_rejected(
+            head in "[./-]",
+            body in "[A-Za-z0-9._/-]{0,70}",
+            tail in "[A-Za-z0-9._-]{0,10}",
+        ) {
+            let leading = format!("{head}{body}");
+            prop_assert!(validate(&leading).is_err(), "{:?}", leading);
+            let with_slash = format!("a{body}/{tail}");
+            prop_assert!(validate(&with_slash).is_err(), "{:?}", with_slash);
+        }
+
+        #[test]
+        fn longer_than_64_bytes_is_rejected(name in "[A-Za-z0-9][A-Za-z0-9._-]{64,100}") {
+            prop_assert!(validate(&name).is_err());
+        }
+
+        /// The message quotes the name escaped, so a hostile name cannot
+        /// forge extra lines in a log or terminal.
+        #[test]
+        fn error_messages_are_one_printable_line(name in any::<String>()) {
+            if let Err(e) = validate(&name) {
+                let msg = e.to_string();
+                prop_assert!(!msg.chars().any(char::is_control), "{:?}", msg);
+            }
         }
     }
 }

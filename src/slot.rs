@@ -48,12 +48,20 @@ use nix::unistd::{UnlinkatFlags, geteuid, unlinkat};
 use crate::error::{Error, Result};
 use crate::pid::{MAX_PID_FILE_READ, parse_pid_file, pid_max};
 use crate::piddir::PidDir;
+use crate::proc::{find_lock_holders, holds_lock_on};
 
 /// The largest `--max-peers` accepted.
 pub const MAX_SLOTS: u32 = 65_536;
 
 /// How long a start keeps retrying a slot that only readers have locked.
 pub const CONTENTION_GRACE: Duration = Duration::from_secs(3);
+
+/// Slot files are readable by their owner only. flock(2) needs nothing but
+/// an open descriptor, so anyone who can open a slot file can lock it: with
+/// a world-readable file, any local user could lock a stale slot of root's
+/// and make `--check` report it running and every start fail as busy.
+/// Other users' `--check` therefore says "cannot tell" (4) instead.
+const SLOT_FILE_MODE: Mode = Mode::from_bits_truncate(0o600);
 
 /// File name of slot `index` of `name`.
 pub fn pid_file_name(name: &str, index: u32) -> String {
@@ -140,13 +148,17 @@ pub struct HeldSlot {
     index: u32,
     file: File,
     id: FileId,
+    /// The PID this process wrote into the file, if it wrote one; the
+    /// heartbeat puts it back if someone overwrites the file in place.
+    pid: Option<u32>,
 }
 
 /// The outcome of trying one slot.
 #[derive(Debug)]
 pub enum Attempt {
     Taken(HeldSlot),
-    /// Held by someone else; the PID from its file, if valid.
+    /// Held by someone else: a process proven to hold the lock (the PID in
+    /// the file if it is one, else any holder found in `/proc`), if any.
     Busy(Option<i32>),
 }
 
@@ -174,12 +186,7 @@ impl HeldSlot {
                 | OFlag::O_CLOEXEC
                 | OFlag::O_NONBLOCK
                 | OFlag::O_NOCTTY;
-            let fd = match openat(
-                dir.fd(),
-                file_name.as_str(),
-                flags,
-                Mode::from_bits_truncate(0o644),
-            ) {
+            let fd = match openat(dir.fd(), file_name.as_str(), flags, SLOT_FILE_MODE) {
                 Ok(fd) => fd,
                 Err(Errno::ELOOP) => {
                     return Err(Error::UnusableSlot {
@@ -210,7 +217,7 @@ impl HeldSlot {
                 Err(TryLockError::WouldBlock) => {
                     if file.try_lock_shared().is_err() {
                         // An exclusive holder exists: the slot is busy.
-                        return Ok(Attempt::Busy(read_pid(&file)));
+                        return Ok(Attempt::Busy(proven_holder(&file, FileId::from(&st))));
                     }
                     // Only readers (probes, or another start in this very
                     // branch) were in the way. Step back briefly and retry.
@@ -239,16 +246,17 @@ impl HeldSlot {
                 Ok(_) | Err(Errno::ENOENT) => continue,
                 Err(e) => return Err(Error::io("examine slot file", &path, e.into())),
             }
-            let held = HeldSlot {
+            let mut held = HeldSlot {
                 dir: dir.try_clone()?,
                 name: name.to_string(),
                 index,
                 file,
                 id,
+                pid: None,
             };
-            // Readable by other users so that `--check` and `kill $(cat F)`
-            // work whatever the caller's umask.
-            let _ = fchmod(&held.file, Mode::from_bits_truncate(0o644));
+            // Exactly SLOT_FILE_MODE, whatever the umask or an older
+            // version left behind.
+            let _ = fchmod(&held.file, SLOT_FILE_MODE);
             if let Err(e) = held.write_pid(pid) {
                 // Never leave a half-written file: remove it (dropping does).
                 drop(held);
@@ -259,11 +267,39 @@ impl HeldSlot {
     }
 
     /// Replaces the file's content with `pid` and a newline.
-    pub fn write_pid(&self, pid: u32) -> Result<()> {
+    pub fn write_pid(&mut self, pid: u32) -> Result<()> {
         let line = format!("{pid}\n");
         let res = nix::unistd::ftruncate(&self.file, 0)
             .map_err(io::Error::from)
             .and_then(|()| self.file.write_all_at(line.as_bytes(), 0));
+        res.map_err(|e| Error::io("write PID file", self.path(), e))?;
+        self.pid = Some(pid);
+        Ok(())
+    }
+
+    /// Puts our PID line back if the file was overwritten in place (same
+    /// inode, so the lock and `still_ours()` are unaffected), e.g. by
+    /// `echo 1234 > F`. Otherwise `kill $(cat F)`, `pkill -F` and a start's
+    /// "busy" message would name whatever was written there. The line is
+    /// written before the file is cut to length, so a reader never sees it
+    /// empty.
+    fn restore_pid_line(&self) -> Result<()> {
+        let Some(pid) = self.pid else {
+            return Ok(());
+        };
+        let line = format!("{pid}\n");
+        let mut buf = [0u8; MAX_PID_FILE_READ];
+        let n = self.file.read_at(&mut buf, 0).unwrap_or(0);
+        if buf[..n] == *line.as_bytes() {
+            return Ok(());
+        }
+        log::warn!(
+            "{} was overwritten in place; restoring PID {pid}",
+            self.path().display()
+        );
+        let res = self.file.write_all_at(line.as_bytes(), 0).and_then(|()| {
+            nix::unistd::ftruncate(&self.file, line.len() as libc::off_t).map_err(io::Error::from)
+        });
         res.map_err(|e| Error::io("write PID file", self.path(), e))
     }
 
@@ -309,7 +345,9 @@ impl HeldSlot {
     }
 
     /// Records a heartbeat: the PID file's modification time becomes now.
+    /// Also restores the PID line if someone overwrote it in place.
     pub fn touch(&self) -> Result<()> {
+        self.restore_pid_line()?;
         let now = TimeSpec::UTIME_NOW;
         futimens(&self.file, &TimeSpec::UTIME_OMIT, &now)
             .map_err(|e| Error::io("touch PID file", self.path(), e.into()))
@@ -362,6 +400,24 @@ fn jitter(base: Duration) -> Duration {
         .map_or(0, |d| d.subsec_nanos());
     let mixed = nanos ^ std::process::id().wrapping_mul(2_654_435_761);
     base.mul_f64(f64::from(mixed % 1000) / 1000.0)
+}
+
+/// The process to name as the holder of a busy slot: the PID in the file
+/// only if that process provably holds the lock (the content may have been
+/// overwritten, or name a dead supervisor whose COMMAND still holds the
+/// slot, or a reused PID); else a process `/proc` shows holding it,
+/// preferring a process-group leader (an orphaned COMMAND rather than one
+/// of its children, which inherit the lock).
+fn proven_holder(file: &File, id: FileId) -> Option<i32> {
+    if let Some(pid) = read_pid(file).filter(|&pid| matches!(holds_lock_on(pid, id), Ok(true))) {
+        return Some(pid);
+    }
+    let holders = find_lock_holders(id);
+    holders
+        .iter()
+        .copied()
+        .find(|&p| crate::proc::stat(p).is_some_and(|st| st.pgrp == p))
+        .or_else(|| holders.first().copied())
 }
 
 /// Reads the PID from a slot file: a bounded prefix, parsed strictly.
@@ -498,6 +554,7 @@ impl HeldSlot {
             index,
             file,
             id: FileId::from(&st),
+            pid: None,
         };
         // Dropping a HeldSlot whose path names another file removes nothing.
         Ok(held.still_ours()?.then_some(held))
@@ -524,5 +581,54 @@ mod tests {
         assert_eq!(parse_pid_file_name("a", "a..pid"), None);
         assert_eq!(parse_pid_file_name("a", "a.1.state"), None);
         assert_eq!(parse_pid_file_name("a", "a.99999999999.pid"), None);
+    }
+
+    fn take(dir: &PidDir, pid: u32) -> HeldSlot {
+        match HeldSlot::try_take(dir, "t", 1, pid).unwrap() {
+            Attempt::Taken(held) => held,
+            Attempt::Busy(p) => panic!("busy ({p:?})"),
+        }
+    }
+
+    #[test]
+    fn heartbeat_restores_a_pid_line_overwritten_in_place() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = PidDir::open_or_create(&tmp.path().join("run")).unwrap();
+        let held = take(&dir, 4242);
+        let path = held.path();
+        for forged in [
+            &b"1\n"[..],
+            b"",
+            b"123456789012345678901234567890123456789\n",
+            b"4242",
+        ] {
+            // fs::write truncates the same inode: the lock is unaffected.
+            std::fs::write(&path, forged).unwrap();
+            assert!(held.still_ours().unwrap());
+            held.touch().unwrap();
+            assert_eq!(std::fs::read(&path).unwrap(), b"4242\n");
+        }
+    }
+
+    #[test]
+    fn busy_names_only_a_proven_holder() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = PidDir::open_or_create(&tmp.path().join("run")).unwrap();
+        let me = std::process::id();
+        let held = take(&dir, me);
+        // A second open file description conflicts even within one process.
+        match HeldSlot::try_take(&dir, "t", 1, me).unwrap() {
+            Attempt::Busy(p) => assert_eq!(p, Some(me as i32)),
+            Attempt::Taken(_) => panic!("took a held slot"),
+        }
+        // A forged PID (here the parent's, alive but not a holder) is not
+        // named; the only real holder is this process, which the /proc walk
+        // leaves out, so nobody is named.
+        let parent = nix::unistd::getppid().as_raw();
+        std::fs::write(held.path(), format!("{parent}\n")).unwrap();
+        match HeldSlot::try_take(&dir, "t", 1, me).unwrap() {
+            Attempt::Busy(p) => assert_eq!(p, None),
+            Attempt::Taken(_) => panic!("took a held slot"),
+        }
     }
 }
