@@ -5,6 +5,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::builder::TypedValueParser as _;
 use clap::{ArgGroup, Parser};
 
 /// Turn any program into a well-behaved Unix daemon.
@@ -142,7 +143,7 @@ pub struct Cli {
     pub user: Option<String>,
 
     /// Set an environment variable for COMMAND (repeatable)
-    #[arg(long = "env", value_name = "KEY=VALUE", requires = "name", value_parser = parse_env, help_heading = "Environment")]
+    #[arg(long = "env", value_name = "KEY=VALUE", requires = "name", value_parser = clap::builder::OsStringValueParser::new().try_map(parse_env), help_heading = "Environment")]
     pub env: Vec<(OsString, OsString)>,
 
     /// Report the start only once COMMAND has sent READY=1 over $NOTIFY_SOCKET
@@ -233,14 +234,22 @@ pub fn parse_umask(text: &str) -> Result<u32, String> {
         .ok_or_else(|| format!("invalid umask {text:?}: expected an octal mode such as 027"))
 }
 
-/// Parses `KEY=VALUE` (the value may be empty, and need not be UTF-8).
-pub fn parse_env(text: &str) -> Result<(OsString, OsString), String> {
-    match text.split_once('=') {
-        Some((k, v)) if !k.is_empty() && !k.contains('\0') && !v.contains('\0') => {
-            Ok((k.into(), v.into()))
+/// Parses `KEY=VALUE`: a non-empty KEY without `=`; the value may be empty
+/// and need not be UTF-8 (it reaches COMMAND byte for byte).
+pub fn parse_env(arg: OsString) -> Result<(OsString, OsString), String> {
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    let bytes = arg.as_bytes();
+    match bytes.iter().position(|&b| b == b'=') {
+        Some(eq) if eq > 0 => {
+            let (k, v) = (&bytes[..eq], &bytes[eq + 1..]);
+            Ok((
+                OsString::from_vec(k.to_vec()),
+                OsString::from_vec(v.to_vec()),
+            ))
         }
         _ => Err(format!(
-            "invalid environment entry {text:?}: expected KEY=VALUE with a non-empty KEY"
+            "invalid environment entry {:?}: expected KEY=VALUE with a non-empty KEY",
+            arg.to_string_lossy()
         )),
     }
 }
@@ -270,8 +279,9 @@ mod tests {
         assert_eq!(parse_umask("027"), Ok(0o27));
         assert!(parse_umask("8").is_err());
         assert!(parse_umask("1777").is_err());
-        assert_eq!(parse_env("A=b=c"), Ok(("A".into(), "b=c".into())));
-        assert!(parse_env("=x").is_err());
-        assert!(parse_env("novalue").is_err());
+        assert_eq!(parse_env("A=b=c".into()), Ok(("A".into(), "b=c".into())));
+        assert_eq!(parse_env("A=".into()), Ok(("A".into(), "".into())));
+        assert!(parse_env("=x".into()).is_err());
+        assert!(parse_env("novalue".into()).is_err());
     }
 }

@@ -207,7 +207,7 @@ impl Daemon {
         }
         let dir = PidDir::open_or_create(&self.pid_dir)?;
         let pid = std::process::id();
-        let mut holders = Vec::new();
+        let mut busy_slots = Vec::new();
         let mut unusable = None;
         for index in 1..=self.max_peers {
             match HeldSlot::try_take(&dir, &self.name, index, pid) {
@@ -215,7 +215,7 @@ impl Daemon {
                     self.held = Some(slot);
                     break;
                 }
-                Ok(Attempt::Busy(holder)) => holders.push(holder),
+                Ok(Attempt::Busy(busy)) => busy_slots.push(busy),
                 // Skip a slot we may not touch, but report it if it was the
                 // one that stood between us and a free slot.
                 Err(e @ Error::UnusableSlot { .. }) => {
@@ -226,10 +226,10 @@ impl Daemon {
             }
         }
         if self.held.is_none() {
-            return Err(unusable.unwrap_or(Error::Busy {
+            return Err(unusable.unwrap_or_else(|| Error::Busy {
                 name: self.name.clone(),
                 max_peers: self.max_peers,
-                holders,
+                holders: busy_slots.iter().map(|b| b.holder()).collect(),
             }));
         }
         self.state = SlotState {

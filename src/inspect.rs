@@ -203,20 +203,26 @@ struct Holders {
 }
 
 fn verify(info: &HeldInfo, state: Option<&SlotState>) -> Holders {
-    let mut h = Holders::default();
-    if let Some(pid) = info.pid
-        && let Ok(true) = holds_lock_on(pid, info.id)
-    {
-        h.supervisor = Some(pid);
-    }
-    if let Some(child) = state.and_then(|s| s.child_pid)
-        && child_verified(child, h.supervisor, info.id)
-    {
-        h.child = Some(child);
-    }
-    if h.supervisor.is_none() && h.child.is_none() {
-        // Neither hint is a holder: look for whoever holds it.
-        h.others = find_lock_holders(info.id);
+    let holds = |p: i32| matches!(holds_lock_on(p, info.id), Ok(true));
+    let mut h = Holders {
+        supervisor: info.pid.filter(|&p| holds(p)),
+        ..Holders::default()
+    };
+    h.child = state
+        .and_then(|s| s.child_pid)
+        .filter(|&c| child_verified(c, h.supervisor, info.id));
+    if h.supervisor.is_none() {
+        // The file names no holder: it was overwritten in place, its
+        // supervisor died (an orphan), or someone else locked it. Ask /proc
+        // who holds the lock; a holder that is the verified child's parent
+        // is its supervisor, so the slot is orphaned only if there is none.
+        let holders = find_lock_holders(info.id);
+        let parent = h.child.and_then(crate::proc::stat).map(|st| st.ppid);
+        h.supervisor = holders.iter().copied().find(|&p| Some(p) == parent);
+        h.others = holders
+            .into_iter()
+            .filter(|&p| Some(p) != h.supervisor && Some(p) != h.child)
+            .collect();
     }
     h
 }
@@ -567,22 +573,20 @@ pub fn stop(pid_dir: &Path, name: &str, timeout: Duration) -> Result<Vec<StopOut
         match slot::probe(&dir, name, index) {
             Probe::Held(info) => {
                 let state = SlotState::read(&dir, name, index);
-                let supervisor = info
-                    .pid
-                    .and_then(|p| pin(p, |p| matches!(holds_lock_on(p, info.id), Ok(true))));
+                // Verify, then pin each process with a pidfd and verify
+                // again: see proc.rs for why this order is race-free.
+                let found = verify(&info, state.as_ref());
+                let holds = |p: i32| matches!(holds_lock_on(p, info.id), Ok(true));
+                let supervisor = found.supervisor.and_then(|p| pin(p, holds));
                 let sup_pid = supervisor.as_ref().map(Pidfd::pid);
-                let child = state
-                    .as_ref()
-                    .and_then(|s| s.child_pid)
+                let child = found
+                    .child
                     .and_then(|c| pin(c, |c| child_verified(c, sup_pid, info.id)));
-                let others = if supervisor.is_none() && child.is_none() {
-                    find_lock_holders(info.id)
-                        .into_iter()
-                        .filter_map(|p| pin(p, |p| matches!(holds_lock_on(p, info.id), Ok(true))))
-                        .collect()
-                } else {
-                    Vec::new()
-                };
+                let others = found
+                    .others
+                    .into_iter()
+                    .filter_map(|p| pin(p, holds))
+                    .collect();
                 targets.push(Target {
                     slot: index,
                     pid_file,

@@ -54,12 +54,18 @@ impl LogFile {
             .append(true)
             .create(true)
             .mode(0o640)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NOCTTY | libc::O_CLOEXEC)
+            // O_NONBLOCK: a FIFO planted at the path must not hang the
+            // supervisor in open(); it is refused just below.
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NOCTTY | libc::O_CLOEXEC | libc::O_NONBLOCK)
             .open(path)?;
         let meta = file.metadata()?;
         if !meta.is_file() {
             return Err(io::Error::other("not a regular file"));
         }
+        nix::fcntl::fcntl(
+            &file,
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_APPEND),
+        )?;
         Ok(LogFile {
             path: path.to_path_buf(),
             file,

@@ -157,9 +157,40 @@ pub struct HeldSlot {
 #[derive(Debug)]
 pub enum Attempt {
     Taken(HeldSlot),
-    /// Held by someone else: a process proven to hold the lock (the PID in
-    /// the file if it is one, else any holder found in `/proc`), if any.
-    Busy(Option<i32>),
+    /// Held by someone else.
+    Busy(BusySlot),
+}
+
+/// A slot found held. Who holds it is worked out only when asked (see
+/// [`BusySlot::holder`]): a start that finds slot 1 busy and takes slot 2
+/// should not pay for a `/proc` walk.
+#[derive(Debug, Clone, Copy)]
+pub struct BusySlot {
+    /// The PID the file names; not proven.
+    claimed: Option<i32>,
+    id: FileId,
+}
+
+impl BusySlot {
+    /// A process proven to hold the lock: the PID in the file if it is one,
+    /// else a holder found in `/proc`, preferring a process-group leader (an
+    /// orphaned COMMAND rather than one of its children, which inherit the
+    /// lock). `None` when no holder is visible (another PID namespace, or
+    /// no permission to look).
+    pub fn holder(&self) -> Option<i32> {
+        if let Some(pid) = self
+            .claimed
+            .filter(|&pid| matches!(holds_lock_on(pid, self.id), Ok(true)))
+        {
+            return Some(pid);
+        }
+        let holders = find_lock_holders(self.id);
+        holders
+            .iter()
+            .copied()
+            .find(|&p| crate::proc::stat(p).is_some_and(|st| st.pgrp == p))
+            .or_else(|| holders.first().copied())
+    }
 }
 
 impl HeldSlot {
@@ -217,7 +248,10 @@ impl HeldSlot {
                 Err(TryLockError::WouldBlock) => {
                     if file.try_lock_shared().is_err() {
                         // An exclusive holder exists: the slot is busy.
-                        return Ok(Attempt::Busy(proven_holder(&file, FileId::from(&st))));
+                        return Ok(Attempt::Busy(BusySlot {
+                            claimed: read_pid(&file),
+                            id: FileId::from(&st),
+                        }));
                     }
                     // Only readers (probes, or another start in this very
                     // branch) were in the way. Step back briefly and retry.
@@ -402,24 +436,6 @@ fn jitter(base: Duration) -> Duration {
     base.mul_f64(f64::from(mixed % 1000) / 1000.0)
 }
 
-/// The process to name as the holder of a busy slot: the PID in the file
-/// only if that process provably holds the lock (the content may have been
-/// overwritten, or name a dead supervisor whose COMMAND still holds the
-/// slot, or a reused PID); else a process `/proc` shows holding it,
-/// preferring a process-group leader (an orphaned COMMAND rather than one
-/// of its children, which inherit the lock).
-fn proven_holder(file: &File, id: FileId) -> Option<i32> {
-    if let Some(pid) = read_pid(file).filter(|&pid| matches!(holds_lock_on(pid, id), Ok(true))) {
-        return Some(pid);
-    }
-    let holders = find_lock_holders(id);
-    holders
-        .iter()
-        .copied()
-        .find(|&p| crate::proc::stat(p).is_some_and(|st| st.pgrp == p))
-        .or_else(|| holders.first().copied())
-}
-
 /// Reads the PID from a slot file: a bounded prefix, parsed strictly.
 pub fn read_pid(file: &File) -> Option<i32> {
     let mut buf = [0u8; MAX_PID_FILE_READ];
@@ -586,7 +602,7 @@ mod tests {
     fn take(dir: &PidDir, pid: u32) -> HeldSlot {
         match HeldSlot::try_take(dir, "t", 1, pid).unwrap() {
             Attempt::Taken(held) => held,
-            Attempt::Busy(p) => panic!("busy ({p:?})"),
+            Attempt::Busy(b) => panic!("busy ({b:?})"),
         }
     }
 
@@ -618,7 +634,7 @@ mod tests {
         let held = take(&dir, me);
         // A second open file description conflicts even within one process.
         match HeldSlot::try_take(&dir, "t", 1, me).unwrap() {
-            Attempt::Busy(p) => assert_eq!(p, Some(me as i32)),
+            Attempt::Busy(b) => assert_eq!(b.holder(), Some(me as i32)),
             Attempt::Taken(_) => panic!("took a held slot"),
         }
         // A forged PID (here the parent's, alive but not a holder) is not
@@ -627,7 +643,7 @@ mod tests {
         let parent = nix::unistd::getppid().as_raw();
         std::fs::write(held.path(), format!("{parent}\n")).unwrap();
         match HeldSlot::try_take(&dir, "t", 1, me).unwrap() {
-            Attempt::Busy(p) => assert_eq!(p, None),
+            Attempt::Busy(b) => assert_eq!(b.holder(), None),
             Attempt::Taken(_) => panic!("took a held slot"),
         }
     }

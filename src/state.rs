@@ -143,8 +143,11 @@ impl SlotState {
             let _ = unlinkat(dir.fd(), tmp_name.as_str(), UnlinkatFlags::NoRemoveDir);
             return Err(Error::io("write", &tmp_path, e));
         }
-        renameat(dir.fd(), tmp_name.as_str(), dir.fd(), final_name.as_str())
-            .map_err(|e| Error::io("rename into place", dir.path().join(&final_name), e.into()))
+        renameat(dir.fd(), tmp_name.as_str(), dir.fd(), final_name.as_str()).map_err(|e| {
+            // E.g. a directory planted at the final path: leave no litter.
+            let _ = unlinkat(dir.fd(), tmp_name.as_str(), UnlinkatFlags::NoRemoveDir);
+            Error::io("rename into place", dir.path().join(&final_name), e.into())
+        })
     }
 
     /// Reads slot `index`'s state; `None` when missing or unreadable.

@@ -657,7 +657,6 @@ fn pid_file_overwritten_in_place_is_restored_by_the_heartbeat() {
 /// Same forgery, but `--stop` comes before any heartbeat could repair it,
 /// on a peer that respawns COMMAND.
 #[test]
-#[ignore = "BUG: --stop never signals a live supervisor whose PID file content was overwritten in place (inspect.rs)"]
 fn stop_of_a_peer_whose_pid_file_was_overwritten_in_place() {
     let env = Env::new();
     let mk = marker("overwrite-stop");
@@ -970,7 +969,6 @@ fn things_planted_at_the_state_file_path() {
 /// `--log FILE` naming a FIFO with no reader must not hang the start (the
 /// caller waits for the supervisor's report, which never comes).
 #[test]
-#[ignore = "BUG: --log naming a FIFO blocks the supervisor in open(2): the start hangs forever (output.rs)"]
 fn a_fifo_as_log_file_does_not_hang_the_start() {
     let env = Env::new();
     let mk = marker("log-fifo");
@@ -1491,7 +1489,6 @@ fn arguments_reach_command_byte_for_byte() {
 
 /// `--env KEY=VALUE` is documented to accept a value that is not UTF-8.
 #[test]
-#[ignore = "BUG: --env with a non-UTF-8 value is a usage error (cli.rs parse_env takes &str)"]
 fn env_values_reach_command_byte_for_byte() {
     let env = Env::new();
     let out_file = env.path("value");
