@@ -84,8 +84,10 @@ pub struct Scan {
 /// How deep a scan looks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Depth {
-    /// Locks and heartbeat ages only (`--check`).
+    /// Locks only (`--check` without `--max-age`).
     Locks,
+    /// Locks and heartbeat ages (`--check --max-age`).
+    Heartbeats,
     /// Also verify holders through /proc and read the state file.
     Full,
 }
@@ -145,7 +147,12 @@ fn scan_dir(dir: &PidDir, name: &str, depth: Depth) -> Result<Vec<SlotReport>> {
             status_text: None,
             detail: None,
         };
-        match slot::probe(dir, name, index) {
+        let probe = if depth == Depth::Full {
+            slot::probe(dir, name, index)
+        } else {
+            slot::probe_lock(dir, name, index)
+        };
+        match probe {
             Probe::Missing => continue,
             Probe::Unusable(reason) => {
                 report.state = SlotStatus::Unusable;
@@ -157,6 +164,10 @@ fn scan_dir(dir: &PidDir, name: &str, depth: Depth) -> Result<Vec<SlotReport>> {
                 report.state = SlotStatus::Running;
                 // The state file also carries the sd_notify watchdog time, which
                 // the heartbeat age depends on.
+                if depth == Depth::Locks {
+                    out.push(report);
+                    continue;
+                }
                 let state = SlotState::read(dir, name, index);
                 report.heartbeat_age_s = Some(heartbeat_age(&info, state.as_ref()));
                 if depth == Depth::Full {
@@ -297,7 +308,12 @@ pub fn check(
             });
         }
     };
-    let slots = match scan_dir(&dir, name, Depth::Locks) {
+    let depth = if max_age.is_some() {
+        Depth::Heartbeats
+    } else {
+        Depth::Locks
+    };
+    let slots = match scan_dir(&dir, name, depth) {
         Ok(s) => s,
         Err(e) => {
             return Ok(CheckResult {
@@ -618,8 +634,7 @@ pub fn stop(pid_dir: &Path, name: &str, timeout: Duration) -> Result<Vec<StopOut
     for t in &mut targets {
         t.send_all(libc::SIGTERM, false);
     }
-    let still_held =
-        |t: &Target| matches!(slot::probe(&dir, name, t.slot), Probe::Held(ref i) if i.id == t.id);
+    let still_held = |t: &Target| matches!(slot::probe_lock(&dir, name, t.slot), Probe::Held(ref i) if i.id == t.id);
     wait_until(Instant::now() + timeout, || {
         targets.iter().all(|t| !still_held(t))
     });

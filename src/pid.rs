@@ -13,13 +13,17 @@ pub const MAX_PID_FILE_READ: usize = 32;
 
 /// Largest PID the kernel can hand out (`/proc/sys/kernel/pid_max`, falling
 /// back to the hard limit of 2^22).
+/// Read once per process: it only changes by an administrator's sysctl.
 pub fn pid_max() -> i32 {
     const LIMIT: i32 = 1 << 22;
-    fs::read_to_string("/proc/sys/kernel/pid_max")
-        .ok()
-        .and_then(|s| s.trim().parse::<i32>().ok())
-        .filter(|&n| n > 1 && n <= LIMIT)
-        .unwrap_or(LIMIT)
+    static PID_MAX: std::sync::OnceLock<i32> = std::sync::OnceLock::new();
+    *PID_MAX.get_or_init(|| {
+        fs::read_to_string("/proc/sys/kernel/pid_max")
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+            .filter(|&n| n > 1 && n <= LIMIT)
+            .unwrap_or(LIMIT)
+    })
 }
 
 /// Parses the content of a PID file: ASCII digits with no sign, no spaces, no

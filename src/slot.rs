@@ -476,6 +476,16 @@ pub struct HeldInfo {
 /// Looks at slot `index` of `name` without creating, locking for longer
 /// than an instant, or modifying anything.
 pub fn probe(dir: &PidDir, name: &str, index: u32) -> Probe {
+    probe_impl(dir, name, index, true)
+}
+
+/// Like [`probe`], but does not read the PID (`HeldInfo::pid` is `None`):
+/// all that `--check` and a wait for a lock to be released need.
+pub fn probe_lock(dir: &PidDir, name: &str, index: u32) -> Probe {
+    probe_impl(dir, name, index, false)
+}
+
+fn probe_impl(dir: &PidDir, name: &str, index: u32, want_pid: bool) -> Probe {
     let file_name = pid_file_name(name, index);
     let owners = [geteuid().as_raw(), 0];
     let flags = OFlag::O_RDONLY
@@ -513,12 +523,14 @@ pub fn probe(dir: &PidDir, name: &str, index: u32) -> Probe {
     match file.try_lock_shared() {
         Ok(()) => Probe::Stale,
         Err(TryLockError::WouldBlock) => {
-            let mtime = file
-                .metadata()
-                .and_then(|m| m.modified())
-                .unwrap_or(SystemTime::UNIX_EPOCH);
+            // The fstat above already has the mtime (the last heartbeat).
+            let mtime = SystemTime::UNIX_EPOCH
+                + Duration::new(
+                    st.st_mtime.max(0) as u64,
+                    st.st_mtime_nsec.clamp(0, 999_999_999) as u32,
+                );
             Probe::Held(HeldInfo {
-                pid: read_pid(&file),
+                pid: if want_pid { read_pid(&file) } else { None },
                 id: FileId::from(&st),
                 mtime,
             })

@@ -681,6 +681,12 @@ fn stop_of_a_peer_whose_pid_file_was_overwritten_in_place() {
     let state = slots[0]["state"].clone();
     let out = bounded(&env, ["--stop", "ows", "--timeout", "3"]);
     let stop_code = code(&out);
+    // --stop returns once the lock is free; the supervisor releases it just
+    // before its process exits, so give the exit a (bounded) moment.
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while alive(sup) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     let survived = alive(sup);
     bystander.assert_alive("--stop");
     // Expected: the supervisor is alive, so the slot is `running` (not
