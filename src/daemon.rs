@@ -289,6 +289,14 @@ impl Daemon {
         self.periodic_check()
     }
 
+    /// Whether the PID file is still the one this daemon locked (no
+    /// heartbeat recorded, nothing written).
+    pub(crate) fn slot_still_ours(&self) -> bool {
+        self.held
+            .as_ref()
+            .is_some_and(|s| matches!(s.still_ours(), Ok(true)))
+    }
+
     #[cold]
     fn periodic_check(&mut self) -> bool {
         let Some(slot) = &self.held else {

@@ -429,3 +429,42 @@ fn nix_is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
 }
+
+#[test]
+fn lock_loss_is_noticed_by_inotify_not_just_the_heartbeat_tick() {
+    // With a 1000 s heartbeat, only the inotify watch on the PID file can
+    // notice these within the test's deadline.
+    let env = Env::new();
+    for (name, how) in [
+        ("unlinked", "rm"),
+        ("renamed", "mv"),
+        ("replaced", "replace"),
+    ] {
+        let marker = format!("core-inotify-{name}");
+        env.start(
+            name,
+            &["--heartbeat-interval", "1000"],
+            &["sh", "-c", "sleep 1000; :", &marker],
+        );
+        let sup = env.read_pid(name, 1).unwrap();
+        let file = env.pid_file(name, 1);
+        match how {
+            "rm" => std::fs::remove_file(&file).unwrap(),
+            "mv" => std::fs::rename(&file, env.path("moved-away")).unwrap(),
+            _ => {
+                let other = env.path("other");
+                std::fs::write(&other, "12345\n").unwrap();
+                std::fs::rename(&other, &file).unwrap();
+            }
+        }
+        wait_until(&format!("{name}: COMMAND stopped"), || {
+            pids_with_arg(&marker).is_empty()
+        });
+        wait_until(&format!("{name}: supervisor exited"), || !alive(sup));
+    }
+    assert_eq!(
+        read(&env.pid_file("replaced", 1)),
+        "12345\n",
+        "the replacement is left alone"
+    );
+}

@@ -39,7 +39,7 @@ pub mod notify;
 pub mod respawn;
 
 use std::ffi::OsString;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -132,6 +132,15 @@ enum Phase {
         until: Instant,
     },
     Done(ExitCode),
+}
+
+/// Which event sources poll() reported readable.
+#[derive(Debug, Clone, Copy)]
+struct Ready {
+    signals: bool,
+    pipes: bool,
+    notify: bool,
+    inotify: bool,
 }
 
 const CAUGHT: [i32; 7] = [
@@ -327,8 +336,8 @@ fn lock(output: &Arc<Mutex<Output>>) -> std::sync::MutexGuard<'_, Output> {
 
 /// Watches the PID file for being unlinked or renamed away. A watch on the
 /// file (not the directory) wakes only this supervisor, and only for its
-/// own file; IN_ATTRIB fires when its link count drops, and also on each
-/// heartbeat touch, which costs one fstatat.
+/// own file: IN_ATTRIB fires when its link count drops (unlink, or another
+/// file renamed over it), IN_MOVE_SELF when it is renamed away.
 fn watch_pid_file(daemon: &Daemon) -> Option<Inotify> {
     let path = daemon.pid_file()?;
     let ino = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK).ok()?;
@@ -431,13 +440,25 @@ impl Supervisor<'_> {
                 self.finish();
                 return code;
             }
-            self.wait_for_events();
-            for sig in self.signals.take() {
-                self.on_signal(sig);
+            // Only sources that poll() reported are read: an idle wake-up
+            // (the heartbeat tick) costs no futile reads.
+            let ready = self.wait_for_events();
+            let mut child_changed = false;
+            if ready.signals {
+                for sig in self.signals.take() {
+                    child_changed |= sig == libc::SIGCHLD;
+                    self.on_signal(sig);
+                }
             }
-            self.on_notifications();
-            self.reap();
-            self.on_inotify();
+            if ready.notify {
+                self.on_notifications();
+            }
+            if child_changed {
+                self.reap();
+            }
+            if ready.inotify {
+                self.on_inotify();
+            }
             self.on_timers();
         }
     }
@@ -456,42 +477,45 @@ impl Supervisor<'_> {
         d
     }
 
-    fn wait_for_events(&mut self) {
+    fn wait_for_events(&mut self) -> Ready {
         let timeout = self
             .next_deadline()
             .saturating_duration_since(Instant::now());
         // Round up so we do not wake just before a deadline and spin.
         let ms = timeout.as_millis().min(60_000) as i32
             + i32::from(!timeout.subsec_nanos().is_multiple_of(1_000_000));
-        let (pipes_ready, notify_ready) = {
+        let ready = {
             let mut fds = vec![PollFd::new(self.signals.fd(), PollFlags::POLLIN)];
-            let pipe_at = fds.len();
-            if let Some(p) = &self.pipes {
-                fds.push(PollFd::new(p.stdout.0.as_fd(), PollFlags::POLLIN));
-                fds.push(PollFd::new(p.stderr.0.as_fd(), PollFlags::POLLIN));
+            fn at<'a>(fd: Option<BorrowedFd<'a>>, fds: &mut Vec<PollFd<'a>>) -> Option<usize> {
+                fd.map(|fd| {
+                    fds.push(PollFd::new(fd, PollFlags::POLLIN));
+                    fds.len() - 1
+                })
             }
-            let notify_at = fds.len();
-            if let Some(n) = &self.notify {
-                fds.push(PollFd::new(n.fd(), PollFlags::POLLIN));
-            }
+            let out_at = at(self.pipes.as_ref().map(|p| p.stdout.0.as_fd()), &mut fds);
+            let err_at = at(self.pipes.as_ref().map(|p| p.stderr.0.as_fd()), &mut fds);
+            let notify_at = at(self.notify.as_ref().map(NotifySocket::fd), &mut fds);
+            let inotify_at = at(self.inotify.as_ref().map(Inotify::as_fd), &mut fds);
             let _ = poll(
                 &mut fds,
                 PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
             );
-            let readable = |i: usize| {
-                fds.get(i)
+            let readable = |i: Option<usize>| {
+                i.and_then(|i| fds.get(i))
                     .and_then(|f| f.revents())
                     .is_some_and(|r| r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP))
             };
-            (
-                self.pipes.is_some() && (readable(pipe_at) || readable(pipe_at + 1)),
-                self.notify.is_some() && readable(notify_at),
-            )
+            Ready {
+                signals: readable(Some(0)),
+                pipes: readable(out_at) || readable(err_at),
+                notify: readable(notify_at),
+                inotify: readable(inotify_at),
+            }
         };
-        if pipes_ready {
+        if ready.pipes {
             self.drain_pipes(false);
         }
-        let _ = notify_ready; // read unconditionally in on_notifications()
+        ready
     }
 
     /// Reads what the output pipes hold and writes it out line by line.
@@ -654,18 +678,29 @@ impl Supervisor<'_> {
     }
 
     fn on_inotify(&mut self) {
-        let Some(ino) = &self.inotify else { return };
-        match ino.read_events() {
-            Ok(events) if !events.is_empty() => self.verify_slot(),
-            _ => {}
+        if self.drain_inotify() && !self.daemon.slot_still_ours() {
+            self.lock_lost();
         }
     }
 
-    /// Stops COMMAND if the PID file is no longer the one we locked.
-    fn verify_slot(&mut self) {
-        if self.daemon.check_now() {
-            return;
+    /// Discards queued inotify events; whether there were any.
+    fn drain_inotify(&mut self) -> bool {
+        self.inotify
+            .as_ref()
+            .is_some_and(|ino| ino.read_events().is_ok_and(|e| !e.is_empty()))
+    }
+
+    /// The heartbeat tick: verify the slot and record the heartbeat. The
+    /// touch changes only the mtime, which raises IN_MODIFY, not one of the
+    /// watched events, so the heartbeat does not wake the loop again.
+    fn heartbeat_tick(&mut self) {
+        if !self.daemon.check_now() {
+            self.lock_lost();
         }
+    }
+
+    /// The PID file is no longer the one we locked: stop COMMAND and exit.
+    fn lock_lost(&mut self) {
         if matches!(self.phase, Phase::Done(_)) {
             return;
         }
@@ -752,7 +787,7 @@ impl Supervisor<'_> {
         }
         if now >= self.next_tick {
             self.next_tick = now + self.cfg.heartbeat_interval;
-            self.verify_slot();
+            self.heartbeat_tick();
             self.check_memory();
         }
     }
