@@ -468,3 +468,50 @@ fn lock_loss_is_noticed_by_inotify_not_just_the_heartbeat_tick() {
         "the replacement is left alone"
     );
 }
+
+#[test]
+fn callers_stray_descriptors_reach_neither_supervisor_nor_command() {
+    use std::os::fd::{AsRawFd, OwnedFd};
+    use std::os::unix::process::CommandExt;
+    let env = Env::new();
+    // A pipe whose write end the caller leaks without O_CLOEXEC, as a
+    // careless parent process would. If the supervisor or COMMAND kept it,
+    // the read end would never see EOF.
+    let (read_end, write_end): (OwnedFd, OwnedFd) = nix::unistd::pipe().unwrap();
+    let leaked = write_end.as_raw_fd();
+    let mut cmd = env.cmd();
+    cmd.args([
+        "--name",
+        "strayfd",
+        "--",
+        "sh",
+        "-c",
+        "sleep 1000; :",
+        "core-strayfd-marker",
+    ]);
+    // SAFETY: dup2 onto a fixed descriptor number in the child before exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(leaked, 9) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    assert_eq!(cmd.status().unwrap().code(), Some(0));
+    drop(write_end);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = std::fs::File::from(read_end).read_to_end(&mut buf);
+        let _ = tx.send(());
+    });
+    rx.recv_timeout(DEADLINE)
+        .expect("a daemon process kept the caller's stray descriptor open");
+    let child = pids_with_arg("core-strayfd-marker")[0];
+    let fds: Vec<String> = std::fs::read_dir(format!("/proc/{child}/fd"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(!fds.contains(&"9".to_string()), "COMMAND has fd 9: {fds:?}");
+}
