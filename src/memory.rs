@@ -25,14 +25,7 @@ pub fn self_rss() -> Option<u64> {
 /// their own session or group still count). `None` if `root` is gone.
 pub fn tree_rss(root: i32) -> Option<u64> {
     let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
-    for entry in fs::read_dir("/proc").ok()?.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
-            continue;
-        };
+    for pid in crate::proc::all_pids() {
         if let Some(st) = crate::proc::stat(pid) {
             children.entry(st.ppid).or_default().push(pid);
         }

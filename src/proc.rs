@@ -83,30 +83,24 @@ pub fn holds_lock_on(pid: i32, id: FileId) -> io::Result<bool> {
 /// walking all of `/proc`. Used only when the PID in a locked file is not a
 /// holder (an orphaned COMMAND, or a foreign locker).
 pub fn find_lock_holders(id: FileId) -> Vec<i32> {
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
+    let me = std::process::id() as i32;
+    all_pids()
+        .filter(|&pid| pid != me && matches!(holds_lock_on(pid, id), Ok(true)))
+        .collect()
+}
+
+/// Every process visible in `/proc` that could be a signal target
+/// (`2..=pid_max`), in directory order.
+pub fn all_pids() -> impl Iterator<Item = i32> {
     let max = pid_max();
-    let mut found = Vec::new();
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i64>().ok())
-        else {
-            continue;
-        };
-        let Some(pid) = valid_signal_target(pid, max) else {
-            continue;
-        };
-        if pid == std::process::id() as i32 {
-            continue;
-        }
-        if let Ok(true) = holds_lock_on(pid, id) {
-            found.push(pid);
-        }
-    }
-    found
+    fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(move |entry| {
+            let pid = entry.file_name().to_str()?.parse::<i64>().ok()?;
+            valid_signal_target(pid, max)
+        })
 }
 
 /// A pidfd: a handle on one exact process, immune to PID reuse.

@@ -9,6 +9,14 @@ use std::time::Duration;
 use common::*;
 use rdaemon::{Daemon, Error, StopReason};
 
+/// A daemon whose heartbeat() checks its slot every `lease / 2`.
+fn leased(env: &Env, name: &str, lease_ms: u64) -> rdaemon::Builder {
+    Daemon::builder(name)
+        .pid_dir(&env.pid_dir)
+        .handle_signals(false)
+        .timeout(Duration::from_millis(lease_ms))
+}
+
 fn daemon(env: &Env, name: &str, peers: u32) -> Daemon {
     Daemon::builder(name)
         .max_peers(peers)
@@ -92,12 +100,7 @@ fn contested_by_another_process() {
 #[test]
 fn heartbeat_turns_false_when_the_pid_file_is_deleted() {
     let env = Env::new();
-    let mut d = Daemon::builder("gone")
-        .pid_dir(&env.pid_dir)
-        .handle_signals(false)
-        .timeout(Duration::from_millis(200))
-        .build()
-        .unwrap();
+    let mut d = leased(&env, "gone", 200).build().unwrap();
     d.start().unwrap();
     std::fs::remove_file(d.pid_file().unwrap()).unwrap();
     wait_until("heartbeat notices the lost lock", || !d.heartbeat());
@@ -113,12 +116,7 @@ fn heartbeat_turns_false_when_the_pid_file_is_deleted() {
 #[test]
 fn heartbeat_turns_false_when_the_pid_file_is_replaced() {
     let env = Env::new();
-    let mut d = Daemon::builder("repl")
-        .pid_dir(&env.pid_dir)
-        .handle_signals(false)
-        .timeout(Duration::from_millis(200))
-        .build()
-        .unwrap();
+    let mut d = leased(&env, "repl", 200).build().unwrap();
     d.start().unwrap();
     let path = d.pid_file().unwrap();
     let other = env.path("other");
@@ -136,13 +134,7 @@ fn heartbeat_turns_false_when_the_pid_file_is_replaced() {
 #[test]
 fn memory_ceiling_turns_heartbeat_false() {
     let env = Env::new();
-    let mut d = Daemon::builder("mem")
-        .pid_dir(&env.pid_dir)
-        .handle_signals(false)
-        .timeout(Duration::from_millis(100))
-        .memory_limit(1024)
-        .build()
-        .unwrap();
+    let mut d = leased(&env, "mem", 100).memory_limit(1024).build().unwrap();
     d.start().unwrap();
     wait_until("heartbeat notices the memory ceiling", || !d.heartbeat());
     assert!(
@@ -159,12 +151,7 @@ fn memory_ceiling_turns_heartbeat_false() {
 #[test]
 fn heartbeat_records_its_time_for_check_max_age() {
     let env = Env::new();
-    let mut d = Daemon::builder("age")
-        .pid_dir(&env.pid_dir)
-        .handle_signals(false)
-        .timeout(Duration::from_millis(100))
-        .build()
-        .unwrap();
+    let mut d = leased(&env, "age", 100).build().unwrap();
     d.start().unwrap();
     // Without heartbeats the age grows past the limit...
     wait_until("heartbeat ages", || {
