@@ -165,8 +165,11 @@ pub struct Cli {
     #[arg(short, long)]
     pub quiet: bool,
 
-    /// How often the supervisor refreshes its heartbeat and re-verifies its slot
-    #[arg(long, value_name = "SECS", default_value = "1", requires = "name", value_parser = parse_positive_secs)]
+    /// How often the supervisor records its heartbeat (the PID file's mtime),
+    /// which --check --max-age and --status read; keep --max-age above it.
+    /// A COMMAND that sends WATCHDOG=1 supplies its own heartbeat instead.
+    /// A lost PID file is noticed at once through inotify either way
+    #[arg(long, value_name = "SECS", default_value = "10", requires = "name", value_parser = parse_positive_secs)]
     pub heartbeat_interval: Duration,
 
     /// With --check: how many peers must run

@@ -651,6 +651,25 @@ pub fn stop(pid_dir: &Path, name: &str, timeout: Duration) -> Result<Vec<StopOut
             targets.iter().all(|t| !still_held(t))
         });
     }
+    // A peer is gone when its lock is free, and the exit status says so.
+    // Its processes release the lock a moment before they terminate, so
+    // give them that moment: a caller that goes on to check `ps` or start
+    // afresh should not meet the old processes.
+    // Only rdaemon's own processes are waited for: a library daemon (no
+    // child) may go on running after it released its slot.
+    let pinned: Vec<&Pidfd> = targets
+        .iter()
+        .filter(|t| t.child.is_some() && !still_held(t))
+        .flat_map(|t| {
+            t.supervisor
+                .iter()
+                .chain(t.child.iter())
+                .chain(t.others.iter())
+        })
+        .collect();
+    wait_until(Instant::now() + Duration::from_secs(2), || {
+        pinned.iter().all(|p| p.exited())
+    });
     for t in targets {
         let stopped = !still_held(&t);
         if stopped {

@@ -161,6 +161,16 @@ impl Pidfd {
         self.signal(0).is_ok()
     }
 
+    /// Whether the process has terminated: a pidfd becomes readable then,
+    /// whether or not anyone has reaped it (unlike `kill(pid, 0)`, which a
+    /// zombie still answers).
+    pub fn exited(&self) -> bool {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        use std::os::fd::AsFd;
+        let mut fds = [PollFd::new(self.fd.as_fd(), PollFlags::POLLIN)];
+        matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
+    }
+
     /// Signals the process group this process leads. Refused unless the
     /// process is alive and is the leader of its group (pgid == pid): a
     /// group ID is only meaningful while its leader pins it.

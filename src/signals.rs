@@ -1,12 +1,12 @@
 //! Signal delivery into an event loop, through signal-hook.
 //!
-//! Each watched signal sets its own flag, and every one of them also writes
-//! a byte to one socket pair, so that `poll()` wakes up. After a wake-up the
+//! Each watched signal has one action that sets its own flag and writes a
+//! byte to a socket pair shared by all of them, so that `poll()` wakes up. After a wake-up the
 //! loop calls [`SignalSet::take`] to learn which signals arrived. Nothing
 //! else runs in signal context.
 
 use std::io::{self, Read};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,15 +26,24 @@ impl SignalSet {
     pub fn install(signals: &[i32]) -> io::Result<SignalSet> {
         let (wake, waker) = UnixStream::pair()?;
         wake.set_nonblocking(true)?;
+        waker.set_nonblocking(true)?;
+        let waker = Arc::new(waker);
         let mut flags = Vec::new();
         let mut ids = Vec::new();
         for &sig in signals {
             let flag = Arc::new(AtomicBool::new(false));
-            ids.push(signal_hook::flag::register(sig, Arc::clone(&flag))?);
-            ids.push(signal_hook::low_level::pipe::register(
-                sig,
-                waker.try_clone()?,
-            )?);
+            let (f, w) = (Arc::clone(&flag), Arc::clone(&waker));
+            // SAFETY: the action only stores to an atomic and calls send(2)
+            // with MSG_DONTWAIT on a socket it keeps alive, both
+            // async-signal-safe; it allocates nothing and takes no locks.
+            let id = unsafe {
+                signal_hook::low_level::register(sig, move || {
+                    f.store(true, Ordering::SeqCst);
+                    // A full socket already has a wake-up pending.
+                    libc::send(w.as_raw_fd(), [0u8].as_ptr().cast(), 1, libc::MSG_DONTWAIT);
+                })
+            }?;
+            ids.push(id);
             flags.push((sig, flag));
         }
         Ok(SignalSet { flags, wake, ids })

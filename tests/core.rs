@@ -325,8 +325,9 @@ fn stop_escalates_to_kill_and_reports_nothing_left() {
 #[test]
 fn check_counts_peers_and_heartbeat_age() {
     let env = Env::new();
-    env.start("hb", &["--max-peers", "3"], &["sleep", "1000"]);
-    env.start("hb", &["--max-peers", "3"], &["sleep", "1000"]);
+    let opts = ["--max-peers", "3", "--heartbeat-interval", "0.5"];
+    env.start("hb", &opts, &["sleep", "1000"]);
+    env.start("hb", &opts, &["sleep", "1000"]);
     assert_eq!(env.status(["--check", "hb", "--min-peers", "2"]), 0);
     assert_eq!(env.status(["--check", "hb", "--min-peers", "3"]), 150);
     let v = env.run(["--check", "hb", "--min-peers", "3", "--verbose"]);

@@ -134,6 +134,10 @@ enum Phase {
     Done(ExitCode),
 }
 
+/// How often memory is sampled (`--memory-limit`), and the slot verified
+/// when no inotify watch could be set up.
+const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+
 /// Which event sources poll() reported readable.
 #[derive(Debug, Clone, Copy)]
 struct Ready {
@@ -176,7 +180,11 @@ struct Supervisor<'r> {
     notify: Option<NotifySocket>,
     respawn: Option<RespawnState>,
     restarts: u32,
+    /// When the heartbeat is next refreshed (`--heartbeat-interval`).
     next_tick: Instant,
+    /// When memory is next sampled and, without inotify, the slot next
+    /// verified: every second, but only when one of those is needed.
+    next_sample: Option<Instant>,
     phase: Phase,
     /// The starter, until it has been told the outcome of the first start.
     ready: Option<&'r mut dyn Readiness>,
@@ -266,6 +274,8 @@ pub fn run(cfg: Config, ready: &mut dyn Readiness) -> ExitCode {
     let mut sup = Supervisor {
         respawn: cfg.respawn.map(RespawnState::new),
         next_tick: Instant::now() + cfg.heartbeat_interval,
+        next_sample: (cfg.memory_limit.is_some() || inotify.is_none())
+            .then(|| Instant::now() + SAMPLE_EVERY),
         cfg,
         daemon,
         output,
@@ -464,7 +474,9 @@ impl Supervisor<'_> {
     }
 
     fn next_deadline(&self) -> Instant {
-        let mut d = self.next_tick;
+        let mut d = self
+            .next_sample
+            .map_or(self.next_tick, |s| s.min(self.next_tick));
         match self.phase {
             Phase::Stopping {
                 kill_at,
@@ -473,6 +485,14 @@ impl Supervisor<'_> {
             } => d = d.min(kill_at),
             Phase::BackingOff { until } => d = d.min(until),
             _ => {}
+        }
+        if let Phase::Running { .. } = self.phase {
+            for t in [self.ready_deadline, self.watchdog_deadline]
+                .into_iter()
+                .flatten()
+            {
+                d = d.min(t);
+            }
         }
         d
     }
@@ -713,6 +733,7 @@ impl Supervisor<'_> {
             "lock lost: {path} was deleted or replaced; stopping, a watchdog may start a fresh peer"
         ));
         self.inotify = None;
+        self.next_sample = None;
         match self.phase {
             Phase::Running { .. } => self.begin_stop(AfterStop::Exit(ExitCode::Failure)),
             Phase::Stopping { ref mut then, .. } => *then = AfterStop::Exit(ExitCode::Failure),
@@ -788,6 +809,12 @@ impl Supervisor<'_> {
         if now >= self.next_tick {
             self.next_tick = now + self.cfg.heartbeat_interval;
             self.heartbeat_tick();
+        }
+        if self.next_sample.is_some_and(|t| now >= t) {
+            self.next_sample = Some(now + SAMPLE_EVERY);
+            if self.inotify.is_none() && !self.daemon.slot_still_ours() {
+                self.lock_lost();
+            }
             self.check_memory();
         }
     }
