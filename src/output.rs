@@ -62,6 +62,15 @@ impl LogFile {
         if !meta.is_file() {
             return Err(io::Error::other("not a regular file"));
         }
+        // O_NOFOLLOW stops symlinks, not hard links: a link planted in a
+        // shared directory must not make a root supervisor append to the
+        // file it points to.
+        if meta.nlink() > 1 {
+            return Err(io::Error::other(format!(
+                "it has {} hard links",
+                meta.nlink()
+            )));
+        }
         nix::fcntl::fcntl(
             &file,
             nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_APPEND),

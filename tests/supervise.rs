@@ -452,3 +452,30 @@ fn term_while_backing_off_exits_cleanly() {
     wait_gone(&env, "bo");
     assert!(read(&log).contains("while waiting to restart"));
 }
+
+#[test]
+fn log_file_with_another_hard_link_is_refused() {
+    let env = Env::new();
+    let victim = env.path("victim");
+    std::fs::write(&victim, "precious\n").unwrap();
+    let log = env.path("planted.log");
+    std::fs::hard_link(&victim, &log).unwrap();
+    let out = env.run([
+        "--name",
+        "hl",
+        "--log",
+        log.to_str().unwrap(),
+        "--",
+        "sh",
+        "-c",
+        "echo leaked",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let msg = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        msg.contains("planted.log") && msg.contains("hard links"),
+        "{msg}"
+    );
+    assert_eq!(read(&victim), "precious\n");
+    assert_eq!(env.check("hl"), 3, "the failed start released its slot");
+}
