@@ -68,13 +68,8 @@ fn marker(tag: &str) -> String {
 
 /// COMMAND for daemons in these tests: a shell (carrying `marker` as `$0`)
 /// that waits on a long sleep, so it is identifiable in `/proc`.
-fn daemon_cmd(marker: &str) -> Vec<String> {
-    vec![
-        "/bin/sh".into(),
-        "-c".into(),
-        "sleep 1000; :".into(),
-        marker.into(),
-    ]
+fn daemon_cmd(marker: &str) -> [&str; 4] {
+    ["/bin/sh", "-c", "sleep 1000; :", marker]
 }
 
 /// Like [`daemon_cmd`], but first creates `ran`, so a test can tell whether
@@ -545,7 +540,7 @@ fn hostile_pid_file_contents_are_stale_never_signalled_and_started_over() {
 
         // A start proceeds over it and writes the truth.
         plant();
-        let mut args: Vec<String> = vec!["--name".into(), name.clone(), "--".into()];
+        let mut args = vec!["--name", name.as_str(), "--"];
         args.extend(daemon_cmd(&mk));
         expect(&env.run(&args), 0, &what("start"));
         let (c, slots) = status_json(&env, &[], &name);
@@ -594,7 +589,7 @@ fn forged_pid_in_a_locked_file_is_never_signalled() {
     assert_ne!(slots[0]["child_pid"], bystander.pid(), "{slots:?}");
 
     // A start finds the slot busy and does not name the forged PID.
-    let mut args: Vec<String> = vec!["--name".into(), "f".into(), "--".into()];
+    let mut args = vec!["--name", "f", "--"];
     args.extend(daemon_cmd(&mk));
     let out = env.run(&args);
     expect(&out, 75, "start while a foreign process holds the lock");
@@ -624,9 +619,8 @@ fn pid_file_overwritten_in_place_is_restored_by_the_heartbeat() {
     let mk = marker("overwrite");
     let _sweep = Sweep::new(&[&mk]);
     let mut bystander = Bystander::new();
-    let mut cmd = daemon_cmd(&mk);
-    let cmd_refs: Vec<&str> = cmd.iter().map(String::as_str).collect();
-    env.start("ow", &["--heartbeat-interval", "0.2"], &cmd_refs);
+    let cmd = daemon_cmd(&mk);
+    env.start("ow", &["--heartbeat-interval", "0.2"], &cmd);
     let file = env.pid_file("ow", 1);
     let sup = env.read_pid("ow", 1).unwrap();
     let ino = fs::metadata(&file).unwrap().ino();
@@ -635,8 +629,7 @@ fn pid_file_overwritten_in_place_is_restored_by_the_heartbeat() {
     let (c, slots) = status_json(&env, &[], "ow");
     assert_eq!(c, 0);
     assert_ne!(slots[0]["pid"], bystander.pid(), "{slots:?}");
-    cmd.insert(0, "--".into());
-    let out = env.run(["--name", "ow"].iter().map(|s| s.to_string()).chain(cmd));
+    let out = env.run(["--name", "ow", "--"].into_iter().chain(cmd));
     expect(&out, 75, "start of a busy slot");
     assert!(
         !stderr_of(&out).contains(&bystander.pid().to_string()),
@@ -663,7 +656,6 @@ fn stop_of_a_peer_whose_pid_file_was_overwritten_in_place() {
     let _sweep = Sweep::new(&[&mk]);
     let mut bystander = Bystander::new();
     let cmd = daemon_cmd(&mk);
-    let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();
     env.start(
         "ows",
         &[
@@ -710,7 +702,6 @@ fn orphan_whose_pid_file_names_a_reused_pid() {
     let _sweep = Sweep::new(&[&mk]);
     let mut bystander = Bystander::new();
     let cmd = daemon_cmd(&mk);
-    let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();
     env.start("ru", &[], &cmd);
     let sup = env.read_pid("ru", 1).unwrap();
     sigkill(sup);
@@ -747,7 +738,6 @@ fn forged_child_pid_in_the_state_file_is_never_signalled() {
     let _sweep = Sweep::new(&[&mk]);
     let mut bystander = Bystander::new();
     let cmd = daemon_cmd(&mk);
-    let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();
     env.start("sf", &[], &cmd);
     let state = env.pid_dir.join("sf.1.state");
     wait_until("state file written", || state.exists());
@@ -940,7 +930,6 @@ fn things_planted_at_the_state_file_path() {
     let _sweep = Sweep::new(&[&mk]);
     make_pid_dir(&env);
     let cmd = daemon_cmd(&mk);
-    let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();
 
     // A symlink is replaced (rename never follows), its target untouched.
     let precious = env.path("precious");
@@ -962,7 +951,7 @@ fn things_planted_at_the_state_file_path() {
     // PID file is left behind.
     let state = env.pid_dir.join("sd.1.state");
     fs::create_dir(&state).unwrap();
-    let mut start: Vec<String> = vec!["--name".into(), "sd".into(), "--".into()];
+    let mut start = vec!["--name", "sd", "--"];
     start.extend(daemon_cmd(&mk));
     let out = bounded(&env, &start);
     expect(&out, 1, "start with a directory at the state file's path");
@@ -1238,7 +1227,6 @@ fn a_private_pid_dir_inside_a_sticky_world_writable_parent_is_fine() {
     fs::set_permissions(&parent, fs::Permissions::from_mode(0o1777)).unwrap();
     env.pid_dir = parent.join("run");
     let cmd = daemon_cmd(&mk);
-    let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();
     env.start("st", &[], &cmd);
     assert_eq!(env.check("st"), 0);
     expect(&bounded(&env, ["--stop", "st"]), 0, "--stop");
@@ -1575,7 +1563,7 @@ fn a_closed_stdout_never_panics() {
         piped(args, *want, "not running");
     }
     let mut start: Vec<String> = vec!["--name".into(), "x".into(), "--".into()];
-    start.extend(daemon_cmd(&mk));
+    start.extend(daemon_cmd(&mk).map(String::from));
     let start: Vec<&str> = start.iter().map(String::as_str).collect();
     piped(&start, 0, "start");
     let running: &[(&[&str], i32)] = &[
@@ -1637,7 +1625,6 @@ fn nobody_cannot_stop_signal_or_take_over_roots_daemon() {
     let _sweep = Sweep::new(&[&mk]);
     open_temp_dir_to_all(&env);
     let cmd = daemon_cmd(&mk);
-    let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();
     env.start("root-d", &[], &cmd);
     assert_eq!(fs::metadata(&env.pid_dir).unwrap().mode() & 0o7777, 0o755);
     let file = env.pid_file("root-d", 1);
@@ -1656,7 +1643,7 @@ fn nobody_cannot_stop_signal_or_take_over_roots_daemon() {
 
     // Nobody cannot take the slot, nor another one in root's directory.
     let mut start: Vec<String> = vec!["--name".into(), "root-d".into(), "--".into()];
-    start.extend(daemon_cmd(&mk));
+    start.extend(daemon_cmd(&mk).map(String::from));
     let out = nobody_run(&env, &start);
     expect(&out, 1, "start of root's held slot as nobody");
     expect_names(&out, &file, "start as nobody");
@@ -1714,7 +1701,6 @@ fn nobody_cannot_lock_roots_slot_file_to_fake_a_running_daemon() {
     let _sweep = Sweep::new(&[&mk]);
     open_temp_dir_to_all(&env);
     let cmd = daemon_cmd(&mk);
-    let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();
     env.start("fl", &[], &cmd);
     let file = env.pid_file("fl", 1);
     // A crash of everything (the OOM killer, kill -9) leaves a stale file.
@@ -1964,7 +1950,6 @@ fn pid_file_deleted_while_running() {
     let mk = marker("deleted");
     let _sweep = Sweep::new(&[&mk]);
     let cmd = daemon_cmd(&mk);
-    let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();
     let log_file = env.path("del.log");
     let log_arg = log_file.display().to_string();
     env.start("del", &["--log", &log_arg], &cmd);
@@ -1992,7 +1977,6 @@ fn pid_file_replaced_while_running() {
     let _sweep = Sweep::new(&[&mk]);
     let mut bystander = Bystander::new();
     let cmd = daemon_cmd(&mk);
-    let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();
     let file = env.pid_file("rep", 1);
     for replacement in ["a file naming a bystander", "a symlink"] {
         env.start("rep", &[], &cmd);
@@ -2106,7 +2090,7 @@ fn kill_9_at_random_points_of_a_start() {
             "2".into(),
             "--".into(),
         ];
-        a.extend(daemon_cmd(&mk));
+        a.extend(daemon_cmd(&mk).map(String::from));
         a
     };
     // Kill within about twice the time a start takes here, so that the
@@ -2225,7 +2209,6 @@ fn killed_supervisor_leaves_an_orphan_that_still_counts() {
     let mk = marker("orphan");
     let _sweep = Sweep::new(&[&mk]);
     let cmd = daemon_cmd(&mk);
-    let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();
     env.start("or", &[], &cmd);
     let sup = env.read_pid("or", 1).unwrap();
     let child = command_pids(&mk);
@@ -2237,7 +2220,7 @@ fn killed_supervisor_leaves_an_orphan_that_still_counts() {
     assert_eq!(slots[0]["child_pid"], child[0]);
     assert_eq!(env.check("or"), 0);
     let mut again: Vec<String> = vec!["--name".into(), "or".into(), "--".into()];
-    again.extend(daemon_cmd(&mk));
+    again.extend(daemon_cmd(&mk).map(String::from));
     let out = env.run(&again);
     expect(&out, 75, "start next to an orphan");
     assert!(
@@ -2381,7 +2364,7 @@ fn pid_namespace_orphans_and_forged_pids() {
         return;
     };
     let mut start: Vec<String> = vec!["--name".into(), "ns".into(), "--".into()];
-    start.extend(daemon_cmd(&mk));
+    start.extend(daemon_cmd(&mk).map(String::from));
     let file = env.pid_file("ns", 1);
 
     for forged in ["1\n", "0\n", "-1\n"] {
@@ -2431,7 +2414,7 @@ fn host_sees_and_stops_a_daemon_in_a_pid_namespace() {
         return;
     };
     let mut start: Vec<String> = vec!["--name".into(), "nh".into(), "--".into()];
-    start.extend(daemon_cmd(&mk));
+    start.extend(daemon_cmd(&mk).map(String::from));
     expect(&ns.run(&env, &start), 0, "start in the namespace");
     let host_sup = rdaemon_pids(&mk);
     assert_eq!(host_sup.len(), 1);
