@@ -357,8 +357,11 @@ fn dead_syslog_never_stalls_command() {
     // Bound but never read: the queue fills up.
     let _sock = UnixDatagram::bind(&sock_path).unwrap();
     let done = env.path("done");
+    // 1 MB in 10,000 lines: far more than a pipe buffer (64 KiB) and the
+    // socket's queue hold, so COMMAND only finishes if the supervisor keeps
+    // draining its output while syslog accepts nothing.
     let script = format!(
-        "i=0; while [ $i -lt 5000 ]; do echo line $i; i=$((i+1)); done; touch {}; sleep 1000",
+        "head -c 1000000 /dev/zero | tr '\\0' x | fold -w 100; touch {}; sleep 1000",
         done.display()
     );
     env.start(
