@@ -270,17 +270,13 @@ fn output_within(mut cmd: Command) -> Output {
         let _ = err.read_to_end(&mut v);
         v
     });
-    let deadline = Instant::now() + DEADLINE;
-    let status: ExitStatus = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if Instant::now() > deadline {
+    let status: ExitStatus = match poll_until(DEADLINE, || child.try_wait().unwrap()) {
+        Some(st) => st,
+        None => {
             let _ = child.kill();
             let _ = child.wait();
             panic!("hung for {DEADLINE:?}: {cmd:?}");
         }
-        std::thread::sleep(Duration::from_millis(10));
     };
     Output {
         status,
@@ -675,11 +671,7 @@ fn stop_of_a_peer_whose_pid_file_was_overwritten_in_place() {
     let stop_code = code(&out);
     // --stop returns once the lock is free; the supervisor releases it just
     // before its process exits, so give the exit a (bounded) moment.
-    let deadline = std::time::Instant::now() + DEADLINE;
-    while alive(sup) && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    let survived = alive(sup);
+    let survived = poll_until(DEADLINE, || (!alive(sup)).then_some(())).is_none();
     bystander.assert_alive("--stop");
     // Expected: the supervisor is alive, so the slot is `running` (not
     // `orphaned`), and --stop, which must signal every lock holder, ends it.
@@ -2142,14 +2134,8 @@ fn kill_9_at_random_points_of_a_start() {
             // A caller that was not killed must not hang either, and tells
             // the truth: started, busy, or failed (its supervisor was
             // killed before reporting).
-            let deadline = Instant::now() + DEADLINE;
-            let st = loop {
-                if let Some(st) = c.try_wait().unwrap() {
-                    break st;
-                }
-                assert!(Instant::now() < deadline, "{ctx}: a caller hangs");
-                std::thread::sleep(Duration::from_millis(5));
-            };
+            let st = poll_until(DEADLINE, || c.try_wait().unwrap())
+                .unwrap_or_else(|| panic!("{ctx}: a caller hangs"));
             match (st.code(), st.signal()) {
                 (Some(0 | 1 | 75), _) => {}
                 (_, Some(9)) => stats[0] += 1,
@@ -2279,28 +2265,28 @@ impl PidNs {
             .spawn()
             .ok()?;
         let upid = unshare.id();
-        let deadline = Instant::now() + DEADLINE;
-        let init = loop {
+        // Either unshare fails (skip the test) or the namespace's init shows
+        // up as its child.
+        let init = poll_until(DEADLINE, || {
             if let Some(st) = unshare.try_wait().unwrap() {
+                return Some(Err(st));
+            }
+            let children = read(Path::new(&format!("/proc/{upid}/task/{upid}/children")));
+            children
+                .split_whitespace()
+                .next()
+                .and_then(|p| p.parse().ok())
+                .filter(|&pid| argv_of(pid).iter().any(|a| a == mk.as_bytes()))
+                .map(Ok)
+        });
+        let init = match init.expect("the namespace's init never started") {
+            Ok(pid) => pid,
+            Err(st) => {
                 let mut err = String::new();
                 let _ = unshare.stderr.take().unwrap().read_to_string(&mut err);
                 skip(test, &format!("unshare failed ({st}): {err}"));
                 return None;
             }
-            let children = read(Path::new(&format!("/proc/{upid}/task/{upid}/children")));
-            if let Some(pid) = children
-                .split_whitespace()
-                .next()
-                .and_then(|p| p.parse().ok())
-                && argv_of(pid).iter().any(|a| a == mk.as_bytes())
-            {
-                break pid;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the namespace's init never started"
-            );
-            std::thread::sleep(Duration::from_millis(10));
         };
         Some(PidNs {
             unshare,

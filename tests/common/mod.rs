@@ -24,13 +24,26 @@ pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
 }
 
 pub fn wait_until_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let met = poll_until(limit, || cond().then_some(()));
+    assert!(
+        met.is_some(),
+        "timed out after {limit:?} waiting for: {what}"
+    );
+}
+
+/// Polls `f` with a growing pause until it yields a value, or gives up
+/// after `limit` with `None` (for callers that must clean up or report
+/// before failing).
+pub fn poll_until<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + limit;
     let mut pause = Duration::from_millis(5);
-    while !cond() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting for: {what}"
-        );
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(100));
     }
