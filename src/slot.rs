@@ -34,7 +34,7 @@
 
 use std::fs::{File, TryLockError};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
@@ -587,11 +587,6 @@ impl HeldSlot {
         // Dropping a HeldSlot whose path names another file removes nothing.
         Ok(held.still_ours()?.then_some(held))
     }
-}
-
-/// The raw descriptor number of a held slot, for `RDAEMON_LOCK_FD`.
-pub fn raw_lock_fd(slot: &HeldSlot) -> i32 {
-    slot.file.as_raw_fd()
 }
 
 #[cfg(test)]
