@@ -165,12 +165,13 @@ pub struct Cli {
     #[arg(short, long)]
     pub quiet: bool,
 
-    /// How often the supervisor records its heartbeat (the PID file's mtime),
-    /// which --check --max-age and --status read; keep --max-age above it.
-    /// A COMMAND that sends WATCHDOG=1 supplies its own heartbeat instead.
-    /// A lost PID file is noticed at once through inotify either way
-    #[arg(long, value_name = "SECS", default_value = "10", requires = "name", value_parser = parse_positive_secs)]
-    pub heartbeat_interval: Duration,
+    /// Also refresh the heartbeat (the PID file's mtime) every SECS. Not
+    /// needed for --check --max-age or --status: by default the supervisor
+    /// answers each reader that opens its PID file with a fresh heartbeat and
+    /// otherwise sleeps without waking. Set it for monitors that only stat()
+    /// the file. A COMMAND that sends WATCHDOG=1 supplies its own heartbeat
+    #[arg(long, value_name = "SECS", requires = "name", value_parser = parse_positive_secs)]
+    pub heartbeat_interval: Option<Duration>,
 
     /// With --check: how many peers must run
     #[arg(

@@ -128,8 +128,31 @@ fn age_since(t: SystemTime) -> f64 {
         .as_secs_f64()
 }
 
+/// How long a scan waits, in all, for supervisors to answer its probes
+/// (see `supervisor`'s "The heartbeat is an answer"). A working supervisor
+/// answers in well under a millisecond; one that has not answered after
+/// this long is stopped or wedged, and its heartbeat is as old as its last
+/// answer.
+const ANSWER_WAIT: Duration = Duration::from_secs(1);
+
+/// CLOCK_REALTIME_COARSE: the clock the kernel stamps file times with, so
+/// a touch that happens after this reading is never stamped before it.
+fn coarse_realtime() -> SystemTime {
+    match nix::time::clock_gettime(nix::time::ClockId::CLOCK_REALTIME_COARSE) {
+        Ok(ts) => {
+            SystemTime::UNIX_EPOCH
+                + Duration::new(
+                    ts.tv_sec().max(0) as u64,
+                    ts.tv_nsec().clamp(0, 999_999_999) as u32,
+                )
+        }
+        Err(_) => SystemTime::now(),
+    }
+}
+
 fn scan_dir(dir: &PidDir, name: &str, depth: Depth) -> Result<Vec<SlotReport>> {
     let mut out = Vec::new();
+    let answer_by = Instant::now() + ANSWER_WAIT;
     for index in slot_indices(dir, name)? {
         let pid_file = dir.path().join(pid_file_name(name, index));
         let mut report = SlotReport {
@@ -147,10 +170,11 @@ fn scan_dir(dir: &PidDir, name: &str, depth: Depth) -> Result<Vec<SlotReport>> {
             status_text: None,
             detail: None,
         };
-        let probe = if depth == Depth::Full {
-            slot::probe(dir, name, index)
-        } else {
+        let asked = coarse_realtime();
+        let probe = if depth == Depth::Locks {
             slot::probe_lock(dir, name, index)
+        } else {
+            slot::probe(dir, name, index)
         };
         match probe {
             Probe::Missing => continue,
@@ -160,7 +184,7 @@ fn scan_dir(dir: &PidDir, name: &str, depth: Depth) -> Result<Vec<SlotReport>> {
             }
             Probe::Unknown(e) => report.detail = Some(e.to_string()),
             Probe::Stale => report.state = SlotStatus::Stale,
-            Probe::Held(info) => {
+            Probe::Held(mut info) => {
                 report.state = SlotStatus::Running;
                 // The state file also carries the sd_notify watchdog time, which
                 // the heartbeat age depends on.
@@ -169,9 +193,21 @@ fn scan_dir(dir: &PidDir, name: &str, depth: Depth) -> Result<Vec<SlotReport>> {
                     continue;
                 }
                 let state = SlotState::read(dir, name, index);
+                let holders = (depth == Depth::Full).then(|| verify(&info, state.as_ref()));
+                // Our open asked the supervisor for a heartbeat; give it a
+                // moment to answer (at most ANSWER_WAIT for the whole scan),
+                // unless it cannot: gone (an orphaned slot) or stopped.
+                let answerer = holders.as_ref().map_or(info.pid, |h| h.supervisor);
+                if state
+                    .as_ref()
+                    .is_some_and(|s| s.answers_probes && s.watchdog_unix_ms.is_none())
+                    && info.mtime < asked
+                    && answerer.is_some_and(can_answer)
+                {
+                    info.mtime = slot::await_answer(dir, name, index, &info, asked, answer_by);
+                }
                 report.heartbeat_age_s = Some(heartbeat_age(&info, state.as_ref()));
-                if depth == Depth::Full {
-                    let holders = verify(&info, state.as_ref());
+                if let Some(holders) = holders {
                     report.pid = holders.supervisor;
                     report.child_pid = holders.child;
                     if holders.supervisor.is_none() && holders.child.is_some() {
@@ -193,8 +229,16 @@ fn scan_dir(dir: &PidDir, name: &str, depth: Depth) -> Result<Vec<SlotReport>> {
     Ok(out)
 }
 
+/// Whether process `pid` could answer a probe: it exists and is neither
+/// stopped nor a zombie. Only decides whether waiting is worthwhile; the
+/// PID (from the file, in `--check`) is trusted for nothing else.
+fn can_answer(pid: i32) -> bool {
+    crate::proc::stat(pid).is_some_and(|st| !matches!(st.state, b'T' | b't' | b'Z' | b'X'))
+}
+
 /// The heartbeat age: the last WATCHDOG=1 for commands that speak
-/// sd_notify, otherwise the PID file's mtime, which the holder refreshes.
+/// sd_notify, otherwise the PID file's mtime, which the holder refreshes
+/// (on its timer, on every heartbeat() call, or in answer to a probe).
 fn heartbeat_age(info: &HeldInfo, state: Option<&SlotState>) -> f64 {
     if let Some(ms) = state.and_then(|s| s.watchdog_unix_ms) {
         return age_since(SystemTime::UNIX_EPOCH + Duration::from_millis(ms));

@@ -100,6 +100,20 @@ impl PidDir {
         self.fd.as_fd()
     }
 
+    /// Whether the path still names the directory we opened. It does not
+    /// once the directory was renamed or removed (and perhaps recreated):
+    /// then slot files found at the path are no longer ours, and new starts
+    /// there would not see our locks.
+    pub fn still_at_path(&self) -> Result<bool> {
+        let ours = fstat(&self.fd)
+            .map_err(|e| Error::io("examine PID directory", &self.path, e.into()))?;
+        match nix::sys::stat::stat(&self.path) {
+            Ok(st) => Ok(st.st_dev == ours.st_dev && st.st_ino == ours.st_ino),
+            Err(Errno::ENOENT | Errno::ENOTDIR) => Ok(false),
+            Err(e) => Err(Error::io("examine PID directory", &self.path, e.into())),
+        }
+    }
+
     /// A duplicate of this handle (a second descriptor to the same directory).
     pub fn try_clone(&self) -> Result<PidDir> {
         let fd = self

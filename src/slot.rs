@@ -317,7 +317,7 @@ impl HeldSlot {
     /// "busy" message would name whatever was written there. The line is
     /// written before the file is cut to length, so a reader never sees it
     /// empty.
-    fn restore_pid_line(&self) -> Result<()> {
+    pub fn restore_pid_line(&self) -> Result<()> {
         let Some(pid) = self.pid else {
             return Ok(());
         };
@@ -363,9 +363,15 @@ impl HeldSlot {
     }
 
     /// Whether the path still names the file we hold locked. `Ok(false)`
-    /// when it was deleted or replaced: the slot is lost, because a new
-    /// start would create a fresh file and lock that.
+    /// when it (or its directory) was deleted, renamed or replaced: the slot
+    /// is lost, because a new start would create a fresh file and lock that.
     pub fn still_ours(&self) -> Result<bool> {
+        Ok(self.dir.still_at_path()? && self.still_in_dir()?)
+    }
+
+    /// Whether our directory still holds our file under the slot's name
+    /// (wherever that directory is now).
+    fn still_in_dir(&self) -> Result<bool> {
         let file_name = pid_file_name(&self.name, self.index);
         match fstatat(
             self.dir.fd(),
@@ -394,7 +400,8 @@ impl HeldSlot {
     }
 
     fn remove_files(&self) -> Result<()> {
-        if !self.still_ours()? {
+        // Removed even from a directory renamed away: the files are ours.
+        if !self.still_in_dir()? {
             return Ok(());
         }
         let state = state_file_name(&self.name, self.index);
@@ -473,6 +480,46 @@ pub struct HeldInfo {
     pub mtime: SystemTime,
 }
 
+fn mtime_of(st: &FileStat) -> SystemTime {
+    SystemTime::UNIX_EPOCH
+        + Duration::new(
+            st.st_mtime.max(0) as u64,
+            st.st_mtime_nsec.clamp(0, 999_999_999) as u32,
+        )
+}
+
+/// Waits until the holder of a probed slot answers the probe: until the
+/// file's mtime is at or after `asked` (a CLOCK_REALTIME_COARSE reading
+/// taken before the probe opened the file, the same clock the kernel stamps
+/// files with) or differs from `info.mtime`, or until `until`. Returns the
+/// mtime last seen; it stops early if the path no longer names the file.
+pub fn await_answer(
+    dir: &PidDir,
+    name: &str,
+    index: u32,
+    info: &HeldInfo,
+    asked: SystemTime,
+    until: std::time::Instant,
+) -> SystemTime {
+    let file_name = pid_file_name(name, index);
+    let mut pause = Duration::from_micros(50);
+    loop {
+        let Ok(st) = fstatat(dir.fd(), file_name.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW) else {
+            return info.mtime;
+        };
+        let mtime = mtime_of(&st);
+        if FileId::from(&st) != info.id || mtime >= asked || mtime != info.mtime {
+            return mtime;
+        }
+        let now = std::time::Instant::now();
+        if now >= until {
+            return mtime;
+        }
+        std::thread::sleep(pause.min(until - now));
+        pause = (pause * 2).min(Duration::from_millis(5));
+    }
+}
+
 /// Looks at slot `index` of `name` without creating, locking for longer
 /// than an instant, or modifying anything.
 pub fn probe(dir: &PidDir, name: &str, index: u32) -> Probe {
@@ -524,15 +571,10 @@ fn probe_impl(dir: &PidDir, name: &str, index: u32, want_pid: bool) -> Probe {
         Ok(()) => Probe::Stale,
         Err(TryLockError::WouldBlock) => {
             // The fstat above already has the mtime (the last heartbeat).
-            let mtime = SystemTime::UNIX_EPOCH
-                + Duration::new(
-                    st.st_mtime.max(0) as u64,
-                    st.st_mtime_nsec.clamp(0, 999_999_999) as u32,
-                );
             Probe::Held(HeldInfo {
                 pid: if want_pid { read_pid(&file) } else { None },
                 id: FileId::from(&st),
-                mtime,
+                mtime: mtime_of(&st),
             })
         }
         Err(TryLockError::Error(e)) => Probe::Unknown(e),
@@ -585,7 +627,7 @@ impl HeldSlot {
             pid: None,
         };
         // Dropping a HeldSlot whose path names another file removes nothing.
-        Ok(held.still_ours()?.then_some(held))
+        Ok(held.still_in_dir()?.then_some(held))
     }
 }
 

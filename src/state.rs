@@ -48,6 +48,10 @@ pub struct SlotState {
     /// Age reference for the heartbeat when COMMAND speaks sd_notify: the
     /// epoch milliseconds of the last WATCHDOG=1.
     pub watchdog_unix_ms: Option<u64>,
+    /// The holder refreshes its heartbeat whenever someone opens the PID
+    /// file (a CLI supervisor with an inotify watch), so a reader that
+    /// finds an old mtime should give it a moment to answer.
+    pub answers_probes: bool,
 }
 
 impl SlotState {
@@ -78,6 +82,7 @@ impl SlotState {
             "watchdog_unix_ms",
             self.watchdog_unix_ms.map(|p| p.to_string()),
         );
+        field("answers_probes", self.answers_probes.then(|| "1".into()));
         out
     }
 
@@ -109,6 +114,7 @@ impl SlotState {
                 "ready" => st.ready = Some(v == "1"),
                 "status" => st.status_text = Some(v.chars().take(256).collect()),
                 "watchdog_unix_ms" => st.watchdog_unix_ms = v.parse().ok(),
+                "answers_probes" => st.answers_probes = v == "1",
                 _ => {}
             }
         }
@@ -188,8 +194,11 @@ mod tests {
             ready: Some(true),
             status_text: Some("working\non it".into()),
             watchdog_unix_ms: Some(5),
+            answers_probes: true,
         };
         let back = SlotState::parse(&st.serialize());
+        assert!(back.answers_probes);
+        assert!(!SlotState::parse(&SlotState::default().serialize()).answers_probes);
         assert_eq!(back.child_pid, Some(1240));
         assert_eq!(back.main_pid, Some(1241));
         assert_eq!(back.restarts, 2);

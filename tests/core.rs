@@ -432,9 +432,9 @@ fn nix_is_root() -> bool {
 }
 
 #[test]
-fn lock_loss_is_noticed_by_inotify_not_just_the_heartbeat_tick() {
-    // With a 1000 s heartbeat, only the inotify watch on the PID file can
-    // notice these within the test's deadline.
+fn lock_loss_is_noticed_by_inotify() {
+    // An idle supervisor runs no timer (see the test below), so only its
+    // inotify watch on the PID file can notice these.
     let env = Env::new();
     for (name, how) in [
         ("unlinked", "rm"),
@@ -442,11 +442,7 @@ fn lock_loss_is_noticed_by_inotify_not_just_the_heartbeat_tick() {
         ("replaced", "replace"),
     ] {
         let marker = format!("core-inotify-{name}");
-        env.start(
-            name,
-            &["--heartbeat-interval", "1000"],
-            &["sh", "-c", "sleep 1000; :", &marker],
-        );
+        env.start(name, &[], &["sh", "-c", "sleep 1000; :", &marker]);
         let sup = env.read_pid(name, 1).unwrap();
         let file = env.pid_file(name, 1);
         match how {
@@ -515,4 +511,127 @@ fn callers_stray_descriptors_reach_neither_supervisor_nor_command() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert!(!fds.contains(&"9".to_string()), "COMMAND has fd 9: {fds:?}");
+}
+
+/// Renaming the whole PID directory away loses every slot in it as surely
+/// as deleting the file: a new start would create the directory afresh and
+/// see no locks. The supervisor notices through its directory watch.
+#[test]
+fn pid_directory_renamed_away_is_a_lost_slot() {
+    let env = Env::new();
+    let marker = "core-dir-renamed";
+    env.start("dr", &[], &["sh", "-c", "sleep 1000; :", marker]);
+    // The supervisor is COMMAND's parent. Reading the PID file instead
+    // would wake the supervisor (IN_OPEN), and a wake-up that happened to
+    // come after the rename would notice it without the directory watch.
+    let command = pids_with_arg(marker);
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", command[0])).unwrap();
+    let sup: i32 = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let moved = env.path("moved-dir");
+    std::fs::rename(&env.pid_dir, &moved).unwrap();
+    wait_until("COMMAND stopped", || pids_with_arg(marker).is_empty());
+    wait_until("supervisor exited", || !alive(sup));
+    // Its release removes its own files from where the directory now is.
+    assert!(!moved.join("dr.1.pid").exists());
+    env.start("dr", &[], &["sleep", "1000"]);
+    assert_eq!(env.check("dr"), 0);
+    assert_eq!(env.status(["--stop", "dr"]), 0);
+}
+
+/// The system-call arguments `pid` is blocked in, from /proc/PID/syscall:
+/// `None` while it runs, or when the kernel does not let us look.
+fn blocked_syscall(pid: i32) -> Option<Vec<u64>> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/syscall")).ok()?;
+    let words: Vec<u64> = text
+        .split_whitespace()
+        .map(|w| {
+            u64::from_str_radix(
+                w.trim_start_matches("0x"),
+                if w.starts_with("0x") { 16 } else { 10 },
+            )
+        })
+        .collect::<Result<_, _>>()
+        .ok()?;
+    (words.len() >= 4).then_some(words)
+}
+
+/// An idle supervisor (no --memory-limit, --watchdog or
+/// --heartbeat-interval) sleeps in poll() with no timeout: it wakes only
+/// when something happens, never on a timer.
+#[test]
+#[cfg(target_arch = "x86_64")]
+fn idle_supervisor_sleeps_without_a_timeout() {
+    const POLL: u64 = 7;
+    const PPOLL: u64 = 271;
+    let env = Env::new();
+    env.start("idle", &[], &["sleep", "1000"]);
+    let sup = env.read_pid("idle", 1).unwrap();
+    if std::fs::read_to_string(format!("/proc/{sup}/syscall")).is_err() {
+        eprintln!(
+            "idle_supervisor_sleeps_without_a_timeout: skipped, /proc/PID/syscall unreadable"
+        );
+        return;
+    }
+    let mut last = None;
+    let infinite = poll_until(DEADLINE, || {
+        let args = blocked_syscall(sup)?;
+        last = Some(args.clone());
+        // poll(fds, nfds, int timeout): -1; ppoll(fds, nfds, tsp, ...): NULL.
+        let forever = match args[0] {
+            POLL => args[3] as u32 == u32::MAX,
+            PPOLL => args[3] == 0,
+            _ => false,
+        };
+        forever.then_some(())
+    });
+    assert!(
+        infinite.is_some(),
+        "the idle supervisor never blocked in poll() without a timeout; last seen: {last:?}"
+    );
+    assert_eq!(env.status(["--stop", "idle"]), 0);
+}
+
+/// With no timer, the heartbeat is the supervisor's answer to the probe:
+/// long after the PID file's mtime was last set, `--check --max-age` finds
+/// a working supervisor fresh, and a stopped one old.
+#[test]
+fn heartbeat_is_answered_on_demand() {
+    let env = Env::new();
+    env.start("od", &[], &["sleep", "1000"]);
+    let sup = env.read_pid("od", 1).unwrap();
+    let file = env.pid_file("od", 1);
+    // stat() opens nothing, so it does not ask for an answer.
+    let mtime_age = || {
+        std::fs::metadata(&file)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .unwrap_or_default()
+    };
+    wait_until("the mtime is older than --max-age", || {
+        mtime_age() > std::time::Duration::from_millis(600)
+    });
+    assert_eq!(env.status(["--check", "od", "--max-age", "0.5"]), 0);
+    assert!(mtime_age() < std::time::Duration::from_millis(500));
+    let slots = env.status_json("od");
+    let age = slots[0]["heartbeat_age_s"].as_f64().unwrap();
+    assert!(age < 0.5, "--status saw a heartbeat {age}s old: {slots:?}");
+
+    kill(sup, libc::SIGSTOP);
+    wait_until("a stopped supervisor's heartbeat ages", || {
+        env.status(["--check", "od", "--max-age", "0.5"]) == 150
+    });
+    kill(sup, libc::SIGCONT);
+    wait_until("answered again", || {
+        env.status(["--check", "od", "--max-age", "0.5"]) == 0
+    });
+    assert_eq!(env.status(["--stop", "od"]), 0);
 }

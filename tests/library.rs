@@ -132,6 +132,20 @@ fn heartbeat_turns_false_when_the_pid_file_is_replaced() {
 }
 
 #[test]
+fn heartbeat_turns_false_when_the_pid_directory_is_renamed_away() {
+    let env = Env::new();
+    let mut d = leased(&env, "mv", 200).build().unwrap();
+    d.start().unwrap();
+    let moved = env.path("moved");
+    std::fs::rename(&env.pid_dir, &moved).unwrap();
+    wait_until("heartbeat notices the moved directory", || !d.heartbeat());
+    assert_eq!(d.stop_reason(), Some(&StopReason::LockLost));
+    // Its own file goes, from wherever the directory is now.
+    d.stop().unwrap();
+    assert!(!moved.join("mv.1.pid").exists());
+}
+
+#[test]
 fn memory_ceiling_turns_heartbeat_false() {
     let env = Env::new();
     let mut d = leased(&env, "mem", 100).memory_limit(1024).build().unwrap();

@@ -2,9 +2,23 @@
 //!
 //! It is COMMAND's parent, so it never guesses whether COMMAND runs: it
 //! learns of every exit from `waitid()`. It sleeps in `poll()` on signals,
-//! COMMAND's output pipes and an inotify watch on its PID file, waking on
-//! its own only for deadlines (the heartbeat tick, the KILL after the stop
-//! grace, the end of a respawn back-off).
+//! COMMAND's output pipes and inotify watches on its PID file and directory,
+//! waking on its own only for deadlines (the KILL after the stop grace, the
+//! end of a respawn back-off, `--watchdog`, `--memory-limit` sampling, an
+//! optional `--heartbeat-interval`). An idle supervisor has no deadline at
+//! all: it sleeps until something happens.
+//!
+//! ## The heartbeat is an answer, not a clock
+//!
+//! `--check --max-age` asks whether the supervisor is alive *and* working.
+//! Instead of refreshing the PID file's mtime on a timer (a wake-up every
+//! few seconds for every idle daemon, and an answer up to one period stale),
+//! the supervisor watches its PID file for IN_OPEN: every reader (`--check`,
+//! `--status`, `cat`) opens it, the supervisor wakes, verifies its slot and
+//! touches the mtime. A reader that finds the state file's `answers_probes`
+//! mark waits briefly for that touch, so the age it reports is that of a
+//! reply to its own question: fresh from a working supervisor, old from a
+//! stopped or wedged one.
 //!
 //! ## Phases
 //!
@@ -87,8 +101,9 @@ pub struct Config {
     pub finished_exit_codes: Vec<i32>,
     pub memory_limit: Option<u64>,
     pub output: OutputChoice,
-    /// How often the heartbeat is refreshed and the slot verified.
-    pub heartbeat_interval: Duration,
+    /// `--heartbeat-interval`: also refresh the heartbeat on this period
+    /// (for readers that only look at the mtime). `None`: only on demand.
+    pub heartbeat_interval: Option<Duration>,
     /// `--notify`: the start is reported only once COMMAND sends READY=1.
     pub notify: bool,
     /// `--ready-timeout`: how long `--notify` waits for READY=1.
@@ -134,8 +149,8 @@ enum Phase {
     Done(ExitCode),
 }
 
-/// How often memory is sampled (`--memory-limit`), and the slot verified
-/// when no inotify watch could be set up.
+/// How often memory is sampled (`--memory-limit`), and the heartbeat
+/// refreshed when no inotify watch could be set up to answer readers.
 const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
 /// Which event sources poll() reported readable.
@@ -180,10 +195,13 @@ struct Supervisor<'r> {
     notify: Option<NotifySocket>,
     respawn: Option<RespawnState>,
     restarts: u32,
-    /// When the heartbeat is next refreshed (`--heartbeat-interval`).
-    next_tick: Instant,
-    /// When memory is next sampled and, without inotify, the slot next
-    /// verified: every second, but only when one of those is needed.
+    /// How often the heartbeat is refreshed on a timer: the
+    /// `--heartbeat-interval`, or every second without inotify; `None`
+    /// when readers are answered on demand (the default).
+    tick_every: Option<Duration>,
+    /// When the heartbeat is next refreshed on that timer.
+    next_tick: Option<Instant>,
+    /// When memory is next sampled (`--memory-limit` only).
     next_sample: Option<Instant>,
     phase: Phase,
     /// The starter, until it has been told the outcome of the first start.
@@ -209,14 +227,14 @@ pub fn run(cfg: Config, ready: &mut dyn Readiness) -> ExitCode {
             return ExitCode::Failure;
         }
     };
-    let mut daemon = match Daemon::builder(cfg.name.clone())
+    let mut builder = Daemon::builder(cfg.name.clone())
         .max_peers(cfg.max_peers)
         .pid_dir(cfg.pid_dir.clone())
-        .timeout(cfg.heartbeat_interval)
-        .handle_signals(false)
-        .build()
-        .and_then(|mut d| d.start().map(|()| d))
-    {
+        .handle_signals(false);
+    if let Some(every) = cfg.heartbeat_interval {
+        builder = builder.timeout(every);
+    }
+    let mut daemon = match builder.build().and_then(|mut d| d.start().map(|()| d)) {
         Ok(d) => d,
         Err(e) => {
             let code = ExitCode::for_start_error(&e);
@@ -262,7 +280,10 @@ pub fn run(cfg: Config, ready: &mut dyn Readiness) -> ExitCode {
     } else {
         None
     };
-    let inotify = watch_pid_file(&daemon);
+    let inotify = watch_slot(&daemon);
+    let tick_every = cfg
+        .heartbeat_interval
+        .or_else(|| inotify.is_none().then_some(SAMPLE_EVERY));
     let notify = match open_notify_socket(&cfg, &daemon) {
         Ok(n) => n,
         Err(msg) => {
@@ -273,8 +294,11 @@ pub fn run(cfg: Config, ready: &mut dyn Readiness) -> ExitCode {
     };
     let mut sup = Supervisor {
         respawn: cfg.respawn.map(RespawnState::new),
-        next_tick: Instant::now() + cfg.heartbeat_interval,
-        next_sample: (cfg.memory_limit.is_some() || inotify.is_none())
+        tick_every,
+        next_tick: tick_every.map(|every| Instant::now() + every),
+        next_sample: cfg
+            .memory_limit
+            .is_some()
             .then(|| Instant::now() + SAMPLE_EVERY),
         cfg,
         daemon,
@@ -344,16 +368,32 @@ fn lock(output: &Arc<Mutex<Output>>) -> std::sync::MutexGuard<'_, Output> {
     output.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Watches the PID file for being unlinked or renamed away. A watch on the
-/// file (not the directory) wakes only this supervisor, and only for its
-/// own file: IN_ATTRIB fires when its link count drops (unlink, or another
-/// file renamed over it), IN_MOVE_SELF when it is renamed away.
-fn watch_pid_file(daemon: &Daemon) -> Option<Inotify> {
+/// Watches the PID file and its directory. Watches on the file itself (not
+/// on the directory's entries) wake only this supervisor, and only for its
+/// own file:
+/// - IN_ATTRIB when its link count drops (unlink, or another file renamed
+///   over it), IN_MOVE_SELF when it is renamed away: the slot is lost;
+/// - IN_MODIFY when it is written (`echo 1234 > F`): the PID line is put back;
+/// - IN_OPEN when someone opens it to read it: the heartbeat is answered.
+///
+/// The directory's own IN_MOVE_SELF and IN_DELETE_SELF catch the whole
+/// directory being renamed or removed. Both watches or none: without them
+/// the supervisor falls back to a timer.
+fn watch_slot(daemon: &Daemon) -> Option<Inotify> {
     let path = daemon.pid_file()?;
     let ino = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK).ok()?;
     ino.add_watch(
         &path,
-        AddWatchFlags::IN_ATTRIB | AddWatchFlags::IN_MOVE_SELF | AddWatchFlags::IN_DELETE_SELF,
+        AddWatchFlags::IN_ATTRIB
+            | AddWatchFlags::IN_MOVE_SELF
+            | AddWatchFlags::IN_DELETE_SELF
+            | AddWatchFlags::IN_MODIFY
+            | AddWatchFlags::IN_OPEN,
+    )
+    .ok()?;
+    ino.add_watch(
+        daemon.pid_dir(),
+        AddWatchFlags::IN_MOVE_SELF | AddWatchFlags::IN_DELETE_SELF | AddWatchFlags::IN_ONLYDIR,
     )
     .ok()?;
     Some(ino)
@@ -418,6 +458,8 @@ impl Supervisor<'_> {
         let pid = child::spawn(&self.cfg.child, &io)?;
         let restarts = self.restarts;
         let notify = self.cfg.notify;
+        let answers_probes = self.inotify.is_some();
+        let lease_ms = self.tick_every.map(|d| d.as_millis() as u64);
         let now = Instant::now();
         // Each run must prove readiness and liveness afresh. The watchdog
         // clock starts when the run is ready: at READY=1 with --notify,
@@ -434,6 +476,8 @@ impl Supervisor<'_> {
             s.restarts = restarts;
             s.ready = notify.then_some(false);
             s.watchdog_unix_ms = None;
+            s.answers_probes = answers_probes;
+            s.lease_ms = lease_ms;
         }) {
             self.event(&format!("warning: {e}"));
         }
@@ -450,8 +494,8 @@ impl Supervisor<'_> {
                 self.finish();
                 return code;
             }
-            // Only sources that poll() reported are read: an idle wake-up
-            // (the heartbeat tick) costs no futile reads.
+            // Only sources that poll() reported are read: a wake-up for a
+            // deadline costs no futile reads.
             let ready = self.wait_for_events();
             let mut child_changed = false;
             if ready.signals {
@@ -473,37 +517,40 @@ impl Supervisor<'_> {
         }
     }
 
-    fn next_deadline(&self) -> Instant {
-        let mut d = self
-            .next_sample
-            .map_or(self.next_tick, |s| s.min(self.next_tick));
-        match self.phase {
+    /// The earliest deadline, or `None`: nothing to do until an event.
+    fn next_deadline(&self) -> Option<Instant> {
+        let phase = match self.phase {
             Phase::Stopping {
                 kill_at,
                 killed: false,
                 ..
-            } => d = d.min(kill_at),
-            Phase::BackingOff { until } => d = d.min(until),
-            _ => {}
-        }
-        if let Phase::Running { .. } = self.phase {
-            for t in [self.ready_deadline, self.watchdog_deadline]
-                .into_iter()
-                .flatten()
-            {
-                d = d.min(t);
-            }
-        }
-        d
+            } => Some(kill_at),
+            Phase::BackingOff { until } => Some(until),
+            _ => None,
+        };
+        let running = matches!(self.phase, Phase::Running { .. });
+        let (ready, watchdog) = if running {
+            (self.ready_deadline, self.watchdog_deadline)
+        } else {
+            (None, None)
+        };
+        [self.next_tick, self.next_sample, phase, ready, watchdog]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     fn wait_for_events(&mut self) -> Ready {
-        let timeout = self
-            .next_deadline()
-            .saturating_duration_since(Instant::now());
-        // Round up so we do not wake just before a deadline and spin.
-        let ms = timeout.as_millis().min(60_000) as i32
-            + i32::from(!timeout.subsec_nanos().is_multiple_of(1_000_000));
+        let timeout = match self.next_deadline() {
+            None => PollTimeout::NONE,
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                // Round up so we do not wake just before a deadline and spin.
+                let ms = left.as_millis().min(60_000) as i32
+                    + i32::from(!left.subsec_nanos().is_multiple_of(1_000_000));
+                PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
+            }
+        };
         let ready = {
             let mut fds = vec![PollFd::new(self.signals.fd(), PollFlags::POLLIN)];
             fn at<'a>(fd: Option<BorrowedFd<'a>>, fds: &mut Vec<PollFd<'a>>) -> Option<usize> {
@@ -516,10 +563,7 @@ impl Supervisor<'_> {
             let err_at = at(self.pipes.as_ref().map(|p| p.stderr.0.as_fd()), &mut fds);
             let notify_at = at(self.notify.as_ref().map(NotifySocket::fd), &mut fds);
             let inotify_at = at(self.inotify.as_ref().map(Inotify::as_fd), &mut fds);
-            let _ = poll(
-                &mut fds,
-                PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
-            );
+            let _ = poll(&mut fds, timeout);
             let readable = |i: Option<usize>| {
                 i.and_then(|i| fds.get(i))
                     .and_then(|f| f.revents())
@@ -698,21 +742,48 @@ impl Supervisor<'_> {
     }
 
     fn on_inotify(&mut self) {
-        if self.drain_inotify() && !self.daemon.slot_still_ours() {
+        let seen = self.drain_inotify();
+        if seen.is_empty() {
+            return;
+        }
+        let ours = if seen.contains(AddWatchFlags::IN_OPEN) {
+            // Someone opened the PID file to look at it: verify the slot and
+            // answer with a fresh heartbeat (the touch also puts back an
+            // overwritten PID line). The touch raises IN_MODIFY, which
+            // wakes the loop once more for a cheap read that finds the line
+            // intact; it raises no IN_OPEN, so this cannot feed itself.
+            self.daemon.check_now()
+        } else {
+            self.daemon.slot_still_ours()
+        };
+        if !ours {
             self.lock_lost();
+        } else if seen.contains(AddWatchFlags::IN_MODIFY)
+            && let Some(Err(e)) = self.daemon.held_slot().map(|s| s.restore_pid_line())
+        {
+            self.event(&format!("warning: {e}"));
         }
     }
 
-    /// Discards queued inotify events; whether there were any.
-    fn drain_inotify(&mut self) -> bool {
-        self.inotify
-            .as_ref()
-            .is_some_and(|ino| ino.read_events().is_ok_and(|e| !e.is_empty()))
+    /// Reads the queued inotify events; the union of their masks. Bounded,
+    /// so a reader opening the file in a loop cannot starve the rest.
+    fn drain_inotify(&mut self) -> AddWatchFlags {
+        let mut seen = AddWatchFlags::empty();
+        if let Some(ino) = &self.inotify {
+            for _ in 0..16 {
+                match ino.read_events() {
+                    Ok(events) if !events.is_empty() => {
+                        seen = events.iter().fold(seen, |m, e| m | e.mask);
+                    }
+                    _ => break,
+                }
+            }
+        }
+        seen
     }
 
-    /// The heartbeat tick: verify the slot and record the heartbeat. The
-    /// touch changes only the mtime, which raises IN_MODIFY, not one of the
-    /// watched events, so the heartbeat does not wake the loop again.
+    /// The timed heartbeat (`--heartbeat-interval`, or every second without
+    /// inotify): verify the slot and record the heartbeat.
     fn heartbeat_tick(&mut self) {
         if !self.daemon.check_now() {
             self.lock_lost();
@@ -733,6 +804,7 @@ impl Supervisor<'_> {
             "lock lost: {path} was deleted or replaced; stopping, a watchdog may start a fresh peer"
         ));
         self.inotify = None;
+        self.next_tick = None;
         self.next_sample = None;
         match self.phase {
             Phase::Running { .. } => self.begin_stop(AfterStop::Exit(ExitCode::Failure)),
@@ -806,15 +878,14 @@ impl Supervisor<'_> {
                 self.stop_hung();
             }
         }
-        if now >= self.next_tick {
-            self.next_tick = now + self.cfg.heartbeat_interval;
+        if let (Some(at), Some(every)) = (self.next_tick, self.tick_every)
+            && now >= at
+        {
+            self.next_tick = Some(now + every);
             self.heartbeat_tick();
         }
         if self.next_sample.is_some_and(|t| now >= t) {
             self.next_sample = Some(now + SAMPLE_EVERY);
-            if self.inotify.is_none() && !self.daemon.slot_still_ours() {
-                self.lock_lost();
-            }
             self.check_memory();
         }
     }
