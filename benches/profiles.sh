@@ -41,8 +41,13 @@ declare -A variant=(
     [abort-lto-strip-s]='s fat 1 abort symbols'
     [abort-lto-strip-z]='z fat 1 abort symbols'
     [abort-lto-strip-s-crt-static]='s fat 1 abort symbols -C target-feature=+crt-static'
+    [abort-lto-strip-s-musl]='s fat 1 abort symbols'
 )
-VARIANTS=${VARIANTS:-base abort lto abort-lto abort-lto-strip abort-lto-strip-s abort-lto-strip-z abort-lto-strip-s-crt-static}
+# Variants built for another target than the host's (installed with rustup
+# when missing). The musl one is what the Debian package ships.
+musl=$(uname -m)-unknown-linux-musl
+declare -A variant_target=([abort-lto-strip-s-musl]=$musl)
+VARIANTS=${VARIANTS:-base abort lto abort-lto abort-lto-strip abort-lto-strip-s abort-lto-strip-z abort-lto-strip-s-crt-static abort-lto-strip-s-musl}
 command -v hyperfine >/dev/null || apt-get install -y hyperfine
 
 W=$(mktemp -d "$repo/target/rdaemon-profiles.XXXXXX")
@@ -81,7 +86,11 @@ for v in $VARIANTS; do
     # With RUSTFLAGS, name the target explicitly so that they do not reach
     # proc-macros built for the host.
     target=() sub=release
-    if [[ -n ${flags:-} ]]; then
+    if [[ -n ${variant_target[$v]:-} ]]; then
+        t=${variant_target[$v]}
+        rustup target list --installed | grep -qx "$t" || rustup target add "$t"
+        target=(--target "$t") sub=$t/release
+    elif [[ -n ${flags:-} ]]; then
         host=$(rustc -vV | sed -n 's/^host: //p')
         target=(--target "$host") sub=$host/release
     fi

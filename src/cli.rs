@@ -132,8 +132,10 @@ pub struct Cli {
     #[arg(long, value_name = "MODE", requires = "name", value_parser = parse_umask, help_heading = "Environment")]
     pub umask: Option<u32>,
 
-    /// Run COMMAND as USER (and GROUP), with USER's supplementary groups;
-    /// root only. The PID file stays root's
+    /// Run COMMAND as USER (and GROUP), names or numeric IDs, with USER's
+    /// supplementary groups; root only. The PID file stays root's. The
+    /// packaged static build looks names up in /etc/passwd and /etc/group
+    /// (and nscd), not through NSS modules such as sssd or LDAP
     #[arg(
         long,
         value_name = "USER[:GROUP]",

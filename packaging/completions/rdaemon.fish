@@ -14,7 +14,7 @@ complete -c rdaemon -l log -d 'Append COMMAND\'s stdout and stderr, and rdaemon\
 complete -c rdaemon -l syslog-socket -d 'The syslog socket' -r -F
 complete -c rdaemon -l chdir -d 'Run COMMAND in DIR [default: / when detached, the current directory with --foreground]' -r -F
 complete -c rdaemon -l umask -d 'File mode creation mask for COMMAND, in octal (e.g. 027)' -r
-complete -c rdaemon -l user -d 'Run COMMAND as USER (and GROUP), with USER\'s supplementary groups; root only. The PID file stays root\'s' -r
+complete -c rdaemon -l user -d 'Run COMMAND as USER (and GROUP), names or numeric IDs, with USER\'s supplementary groups; root only. The PID file stays root\'s. The packaged static build looks names up in /etc/passwd and /etc/group (and nscd), not through NSS modules such as sssd or LDAP' -r
 complete -c rdaemon -l env -d 'Set an environment variable for COMMAND (repeatable)' -r
 complete -c rdaemon -l ready-timeout -d 'With --notify: stop COMMAND and fail the start when READY=1 has not arrived within SECS (EXTEND_TIMEOUT_USEC= extends it)' -r
 complete -c rdaemon -l watchdog -d 'COMMAND must send WATCHDOG=1 at least every SECS (WATCHDOG_USEC tells it); otherwise it is hung: stopped gracefully and, with --respawn, started afresh' -r
