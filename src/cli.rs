@@ -169,9 +169,9 @@ pub struct Cli {
 
     /// Also refresh the heartbeat (the PID file's mtime) every SECS. Not
     /// needed for --check --max-age or --status: by default the supervisor
-    /// answers each reader that opens its PID file with a fresh heartbeat and
-    /// otherwise sleeps without waking. Set it for monitors that only stat()
-    /// the file. A COMMAND that sends WATCHDOG=1 supplies its own heartbeat
+    /// answers each of them with a fresh heartbeat and otherwise sleeps
+    /// without waking. Set it for monitors that only stat() the file. A
+    /// COMMAND that sends WATCHDOG=1 supplies its own heartbeat
     #[arg(long, value_name = "SECS", requires = "name", value_parser = parse_positive_secs)]
     pub heartbeat_interval: Option<Duration>,
 

@@ -150,9 +150,19 @@ fn coarse_realtime() -> SystemTime {
     }
 }
 
+/// A held slot whose supervisor was asked for a heartbeat by our probe
+/// and has not answered yet.
+struct Unanswered {
+    /// Where its report is in the scan's output.
+    at: usize,
+    index: u32,
+    info: HeldInfo,
+    asked: SystemTime,
+}
+
 fn scan_dir(dir: &PidDir, name: &str, depth: Depth) -> Result<Vec<SlotReport>> {
     let mut out = Vec::new();
-    let answer_by = Instant::now() + ANSWER_WAIT;
+    let mut unanswered = Vec::new();
     for index in slot_indices(dir, name)? {
         let pid_file = dir.path().join(pid_file_name(name, index));
         let mut report = SlotReport {
@@ -170,7 +180,6 @@ fn scan_dir(dir: &PidDir, name: &str, depth: Depth) -> Result<Vec<SlotReport>> {
             status_text: None,
             detail: None,
         };
-        let asked = coarse_realtime();
         let probe = if depth == Depth::Locks {
             slot::probe_lock(dir, name, index)
         } else {
@@ -184,7 +193,7 @@ fn scan_dir(dir: &PidDir, name: &str, depth: Depth) -> Result<Vec<SlotReport>> {
             }
             Probe::Unknown(e) => report.detail = Some(e.to_string()),
             Probe::Stale => report.state = SlotStatus::Stale,
-            Probe::Held(mut info) => {
+            Probe::Held(info) => {
                 report.state = SlotStatus::Running;
                 // The state file also carries the sd_notify watchdog time, which
                 // the heartbeat age depends on.
@@ -194,17 +203,25 @@ fn scan_dir(dir: &PidDir, name: &str, depth: Depth) -> Result<Vec<SlotReport>> {
                 }
                 let state = SlotState::read(dir, name, index);
                 let holders = (depth == Depth::Full).then(|| verify(&info, state.as_ref()));
-                // Our open asked the supervisor for a heartbeat; give it a
-                // moment to answer (at most ANSWER_WAIT for the whole scan),
-                // unless it cannot: gone (an orphaned slot) or stopped.
+                // Ask a supervisor that answers on demand for a heartbeat,
+                // unless it cannot answer (gone: an orphaned slot; or
+                // stopped). The answers are awaited after the loop, so the
+                // supervisors of all slots answer at the same time.
                 let answerer = holders.as_ref().map_or(info.pid, |h| h.supervisor);
+                let asked = coarse_realtime();
                 if state
                     .as_ref()
                     .is_some_and(|s| s.answers_probes && s.watchdog_unix_ms.is_none())
                     && info.mtime < asked
                     && answerer.is_some_and(can_answer)
+                    && slot::ask_for_heartbeat(dir, name, index, &info)
                 {
-                    info.mtime = slot::await_answer(dir, name, index, &info, asked, answer_by);
+                    unanswered.push(Unanswered {
+                        at: out.len(),
+                        index,
+                        info: info.clone(),
+                        asked,
+                    });
                 }
                 report.heartbeat_age_s = Some(heartbeat_age(&info, state.as_ref()));
                 if let Some(holders) = holders {
@@ -225,6 +242,12 @@ fn scan_dir(dir: &PidDir, name: &str, depth: Depth) -> Result<Vec<SlotReport>> {
             }
         }
         out.push(report);
+    }
+    // At most ANSWER_WAIT in all, however many slots are unanswered.
+    let answer_by = Instant::now() + ANSWER_WAIT;
+    for u in unanswered {
+        let mtime = slot::await_answer(dir, name, u.index, &u.info, u.asked, answer_by);
+        out[u.at].heartbeat_age_s = Some(age_since(mtime));
     }
     Ok(out)
 }

@@ -520,6 +520,31 @@ pub fn await_answer(
     }
 }
 
+/// Asks the holder of a probed slot for a heartbeat: opens the PID file
+/// for writing and closes it without writing, which a CLI supervisor's
+/// inotify watch sees as IN_CLOSE_WRITE (see `supervisor`). Nothing is
+/// written and the mtime does not change. Only a regular file that is
+/// still the probed one is opened. Whether the question was put.
+pub fn ask_for_heartbeat(dir: &PidDir, name: &str, index: u32, info: &HeldInfo) -> bool {
+    let file_name = pid_file_name(name, index);
+    let same = |st: &FileStat| file_type(st) == SFlag::S_IFREG && FileId::from(st) == info.id;
+    if !fstatat(dir.fd(), file_name.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
+        .is_ok_and(|st| same(&st))
+    {
+        return false;
+    }
+    let flags = OFlag::O_WRONLY
+        | OFlag::O_NOFOLLOW
+        | OFlag::O_CLOEXEC
+        | OFlag::O_NONBLOCK
+        | OFlag::O_NOCTTY;
+    match openat(dir.fd(), file_name.as_str(), flags, Mode::empty()) {
+        // Closing the descriptor is the question.
+        Ok(fd) => fstat(&fd).is_ok_and(|st| same(&st)),
+        Err(_) => false,
+    }
+}
+
 /// Looks at slot `index` of `name` without creating, locking for longer
 /// than an instant, or modifying anything.
 pub fn probe(dir: &PidDir, name: &str, index: u32) -> Probe {

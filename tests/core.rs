@@ -616,11 +616,30 @@ fn heartbeat_is_answered_on_demand() {
             .and_then(|t| t.elapsed().ok())
             .unwrap_or_default()
     };
-    wait_until("the mtime is older than --max-age", || {
-        mtime_age() > std::time::Duration::from_millis(600)
-    });
+    let old_enough = || mtime_age() > std::time::Duration::from_millis(600);
+    let switches = || {
+        let status = std::fs::read_to_string(format!("/proc/{sup}/status")).unwrap();
+        status
+            .lines()
+            .find(|l| l.starts_with("voluntary_ctxt_switches:"))
+            .unwrap()
+            .to_string()
+    };
+    wait_until("the mtime is older than --max-age", old_enough);
+    // Readers that want no heartbeat wake nobody.
+    let before = switches();
+    assert_eq!(env.check("od"), 0);
+    std::fs::read(&file).unwrap();
+    assert_eq!(
+        switches(),
+        before,
+        "a plain --check or a read woke the supervisor"
+    );
+    // --check --max-age asks, and the idle supervisor answers.
     assert_eq!(env.status(["--check", "od", "--max-age", "0.5"]), 0);
     assert!(mtime_age() < std::time::Duration::from_millis(500));
+    // So does --status.
+    wait_until("the mtime is older than --max-age again", old_enough);
     let slots = env.status_json("od");
     let age = slots[0]["heartbeat_age_s"].as_f64().unwrap();
     assert!(age < 0.5, "--status saw a heartbeat {age}s old: {slots:?}");
@@ -634,4 +653,54 @@ fn heartbeat_is_answered_on_demand() {
         env.status(["--check", "od", "--max-age", "0.5"]) == 0
     });
     assert_eq!(env.status(["--stop", "od"]), 0);
+}
+
+/// Without inotify (this user's instances used up: `fs.inotify.max_user_
+/// instances`, 128 by default, one per supervisor), the supervisor says so
+/// in its log and falls back to verifying its slot and refreshing its
+/// heartbeat every second: a deleted PID file is still noticed, and
+/// `--check --max-age` still sees it fresh. The limit is set to 0 inside a
+/// user namespace of the test's own, so nothing else is affected.
+#[test]
+fn without_inotify_the_supervisor_falls_back_to_a_timer() {
+    let probe = std::process::Command::new("unshare")
+        .args(["--user", "--map-root-user", "sh", "-c"])
+        .arg("echo 0 > /proc/sys/user/max_inotify_instances")
+        .status();
+    if !nix_is_root() || !probe.is_ok_and(|s| s.success()) {
+        eprintln!("skipped: needs root and unshare --user with a writable max_inotify_instances");
+        return;
+    }
+    let env = Env::new();
+    let log = env.path("fb.log");
+    let out = std::process::Command::new("unshare")
+        .args(["--user", "--map-root-user", "sh", "-c"])
+        .arg(r#"echo 0 > /proc/sys/user/max_inotify_instances && exec "$@""#)
+        .arg("sh")
+        .arg(bin())
+        .args(["--name", "fb", "--log"])
+        .arg(&log)
+        .args(["--", "sleep", "1000"])
+        .env("RDAEMON_PID_DIR", &env.pid_dir)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "start failed: {out:?}");
+    let sup = env.read_pid("fb", 1).unwrap();
+    let text = read(&log);
+    assert!(
+        text.contains("cannot watch")
+            && text.contains("max_user_instances")
+            && text.contains("every 1s"),
+        "the log does not explain the fallback: {text}"
+    );
+    let state = read(&env.pid_dir.join("fb.1.state"));
+    assert!(
+        state.contains("lease_ms=1000") && !state.contains("answers_probes"),
+        "{state}"
+    );
+    assert_eq!(env.status(["--check", "fb", "--max-age", "30"]), 0);
+    std::fs::remove_file(env.pid_file("fb", 1)).unwrap();
+    wait_until("the timer notices the deleted PID file", || !alive(sup));
+    assert!(read(&log).contains("lock lost"), "{}", read(&log));
 }

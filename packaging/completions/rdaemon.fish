@@ -18,7 +18,7 @@ complete -c rdaemon -l user -d 'Run COMMAND as USER (and GROUP), names or numeri
 complete -c rdaemon -l env -d 'Set an environment variable for COMMAND (repeatable)' -r
 complete -c rdaemon -l ready-timeout -d 'With --notify: stop COMMAND and fail the start when READY=1 has not arrived within SECS (EXTEND_TIMEOUT_USEC= extends it)' -r
 complete -c rdaemon -l watchdog -d 'COMMAND must send WATCHDOG=1 at least every SECS (WATCHDOG_USEC tells it); otherwise it is hung: stopped gracefully and, with --respawn, started afresh' -r
-complete -c rdaemon -l heartbeat-interval -d 'Also refresh the heartbeat (the PID file\'s mtime) every SECS. Not needed for --check --max-age or --status: by default the supervisor answers each reader that opens its PID file with a fresh heartbeat and otherwise sleeps without waking. Set it for monitors that only stat() the file. A COMMAND that sends WATCHDOG=1 supplies its own heartbeat' -r
+complete -c rdaemon -l heartbeat-interval -d 'Also refresh the heartbeat (the PID file\'s mtime) every SECS. Not needed for --check --max-age or --status: by default the supervisor answers each of them with a fresh heartbeat and otherwise sleeps without waking. Set it for monitors that only stat() the file. A COMMAND that sends WATCHDOG=1 supplies its own heartbeat' -r
 complete -c rdaemon -l min-peers -d 'With --check: how many peers must run' -r
 complete -c rdaemon -l max-age -d 'With --check: each running peer\'s heartbeat must be younger than SECS' -r
 complete -c rdaemon -l timeout -d 'With --stop: how long to wait after SIGTERM before SIGKILL' -r

@@ -13,12 +13,15 @@
 //! `--check --max-age` asks whether the supervisor is alive *and* working.
 //! Instead of refreshing the PID file's mtime on a timer (a wake-up every
 //! few seconds for every idle daemon, and an answer up to one period stale),
-//! the supervisor watches its PID file for IN_OPEN: every reader (`--check`,
-//! `--status`, `cat`) opens it, the supervisor wakes, verifies its slot and
-//! touches the mtime. A reader that finds the state file's `answers_probes`
-//! mark waits briefly for that touch, so the age it reports is that of a
-//! reply to its own question: fresh from a working supervisor, old from a
-//! stopped or wedged one.
+//! the supervisor answers when asked. A reader that wants a heartbeat
+//! (`--check --max-age`, `--status`) and finds the state file's
+//! `answers_probes` mark opens the PID file for writing and closes it
+//! without writing: the supervisor's inotify watch sees IN_CLOSE_WRITE,
+//! verifies its slot and touches the mtime, and the reader waits briefly
+//! for that touch. So the age it reports is that of a reply to its own
+//! question: fresh from a working supervisor, old from a stopped or wedged
+//! one. Readers that need no heartbeat (plain `--check`, `cat`, systemd's
+//! `PIDFile=`) open the file read-only and wake nobody.
 //!
 //! ## Phases
 //!
@@ -280,7 +283,16 @@ pub fn run(cfg: Config, ready: &mut dyn Readiness) -> ExitCode {
     } else {
         None
     };
-    let inotify = watch_slot(&daemon);
+    let inotify = match watch_slot(&daemon) {
+        Ok(ino) => Some(ino),
+        Err(why) => {
+            lock(&output).event(&format!(
+                "warning: {why}; verifying the slot and refreshing the heartbeat every {} instead",
+                secs(SAMPLE_EVERY)
+            ));
+            None
+        }
+    };
     let tick_every = cfg
         .heartbeat_interval
         .or_else(|| inotify.is_none().then_some(SAMPLE_EVERY));
@@ -374,29 +386,49 @@ fn lock(output: &Arc<Mutex<Output>>) -> std::sync::MutexGuard<'_, Output> {
 /// - IN_ATTRIB when its link count drops (unlink, or another file renamed
 ///   over it), IN_MOVE_SELF when it is renamed away: the slot is lost;
 /// - IN_MODIFY when it is written (`echo 1234 > F`): the PID line is put back;
-/// - IN_OPEN when someone opens it to read it: the heartbeat is answered.
+/// - IN_CLOSE_WRITE when a reader that opened it for writing closes it:
+///   that is the question (or the end of a write); the heartbeat is answered.
 ///
 /// The directory's own IN_MOVE_SELF and IN_DELETE_SELF catch the whole
 /// directory being renamed or removed. Both watches or none: without them
-/// the supervisor falls back to a timer.
-fn watch_slot(daemon: &Daemon) -> Option<Inotify> {
-    let path = daemon.pid_file()?;
-    let ino = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK).ok()?;
+/// the supervisor falls back to a timer. The usual reason is the per-user
+/// limit of inotify instances (`fs.inotify.max_user_instances`, 128 by
+/// default), one of which each supervisor needs.
+fn watch_slot(daemon: &Daemon) -> Result<Inotify, String> {
+    let path = daemon
+        .pid_file()
+        .ok_or_else(|| "no slot to watch".to_string())?;
+    let ino = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK).map_err(|e| {
+        let limit = std::fs::read_to_string("/proc/sys/fs/inotify/max_user_instances")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|_| "?".into());
+        format!(
+            "cannot watch {} with inotify: {e} (this user's inotify instances are used up? \
+             fs.inotify.max_user_instances is {limit}; each supervisor needs one)",
+            path.display()
+        )
+    })?;
+    let cannot = |what: &std::path::Path, e: nix::Error| {
+        format!(
+            "cannot watch {} with inotify: {e} (fs.inotify.max_user_watches?)",
+            what.display()
+        )
+    };
     ino.add_watch(
         &path,
         AddWatchFlags::IN_ATTRIB
             | AddWatchFlags::IN_MOVE_SELF
             | AddWatchFlags::IN_DELETE_SELF
             | AddWatchFlags::IN_MODIFY
-            | AddWatchFlags::IN_OPEN,
+            | AddWatchFlags::IN_CLOSE_WRITE,
     )
-    .ok()?;
+    .map_err(|e| cannot(&path, e))?;
     ino.add_watch(
         daemon.pid_dir(),
         AddWatchFlags::IN_MOVE_SELF | AddWatchFlags::IN_DELETE_SELF | AddWatchFlags::IN_ONLYDIR,
     )
-    .ok()?;
-    Some(ino)
+    .map_err(|e| cannot(daemon.pid_dir(), e))?;
+    Ok(ino)
 }
 
 fn describe(status: WaitStatus) -> (String, ExitCode) {
@@ -746,12 +778,15 @@ impl Supervisor<'_> {
         if seen.is_empty() {
             return;
         }
-        let ours = if seen.contains(AddWatchFlags::IN_OPEN) {
-            // Someone opened the PID file to look at it: verify the slot and
-            // answer with a fresh heartbeat (the touch also puts back an
-            // overwritten PID line). The touch raises IN_MODIFY, which
-            // wakes the loop once more for a cheap read that finds the line
-            // intact; it raises no IN_OPEN, so this cannot feed itself.
+        // An overflowed queue may have lost a question: answer anyway.
+        let asked = seen.intersects(AddWatchFlags::IN_CLOSE_WRITE | AddWatchFlags::IN_Q_OVERFLOW);
+        let ours = if asked {
+            // A reader asked for a heartbeat (or someone finished writing
+            // the file): verify the slot and answer with a fresh mtime (the
+            // touch also puts back an overwritten PID line). The touch
+            // raises IN_MODIFY, which wakes the loop once more for a cheap
+            // read that finds the line intact; it closes nothing, so this
+            // cannot feed itself.
             self.daemon.check_now()
         } else {
             self.daemon.slot_still_ours()
