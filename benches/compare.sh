@@ -330,7 +330,7 @@ if want scale; then
     done
     t1=$EPOCHREALTIME
     echo "start_all $t0 $t1" >"$W/res/scale.txt"
-    echo "inotify_limit $(cat "$inotify_limit") $(grep -c answers_probes "$W"/scale/sc.*.state)" >>"$W/res/scale.txt"
+    echo "inotify_limit $(cat "$inotify_limit") $(cat "$W"/scale/sc.*.state | grep -c answers_probes)" >>"$W/res/scale.txt"
     "$BIN" --check sc --min-peers "$PEERS" --pid-dir "$W/scale"
     log "scale: idle wakeups of all $PEERS supervisors over ${IDLE_SECS}s"
     ctxt_sum() {

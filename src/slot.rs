@@ -201,33 +201,20 @@ impl HeldSlot {
         let owners = [geteuid().as_raw()];
         let deadline = Instant::now() + CONTENTION_GRACE;
         let mut pause = Duration::from_micros(200);
-        loop {
-            match fstatat(dir.fd(), file_name.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
-                Ok(st) => {
-                    if let Some(reason) = unusable_reason(&st, &owners) {
-                        return Err(Error::UnusableSlot { path, reason });
-                    }
-                }
-                Err(Errno::ENOENT) => {}
-                Err(e) => return Err(Error::io("examine slot file", &path, e.into())),
-            }
-            let flags = OFlag::O_RDWR
-                | OFlag::O_CREAT
-                | OFlag::O_NOFOLLOW
-                | OFlag::O_CLOEXEC
-                | OFlag::O_NONBLOCK
-                | OFlag::O_NOCTTY;
+        let open = |flags: OFlag| -> Result<Option<(File, FileStat)>> {
+            let flags =
+                flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK | OFlag::O_NOCTTY;
             let fd = match openat(dir.fd(), file_name.as_str(), flags, SLOT_FILE_MODE) {
                 Ok(fd) => fd,
                 Err(Errno::ELOOP) => {
                     return Err(Error::UnusableSlot {
-                        path,
+                        path: path.clone(),
                         reason: "it is a symbolic link".into(),
                     });
                 }
                 Err(Errno::EISDIR) => {
                     return Err(Error::UnusableSlot {
-                        path,
+                        path: path.clone(),
                         reason: "it is a directory".into(),
                     });
                 }
@@ -237,21 +224,56 @@ impl HeldSlot {
             if st.st_nlink == 0 {
                 // Its holder removed it after our open (a release unlinks
                 // the file while still holding the lock): look again.
-                continue;
+                return Ok(None);
             }
             if let Some(reason) = unusable_reason(&st, &owners) {
-                return Err(Error::UnusableSlot { path, reason });
+                return Err(Error::UnusableSlot {
+                    path: path.clone(),
+                    reason,
+                });
             }
-            let file = File::from(fd);
+            Ok(Some((File::from(fd), st)))
+        };
+        let busy = |file: &File, st: &FileStat| {
+            Attempt::Busy(BusySlot {
+                claimed: read_pid(file),
+                id: FileId::from(st),
+            })
+        };
+        loop {
+            match fstatat(dir.fd(), file_name.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+                Ok(st) => {
+                    if let Some(reason) = unusable_reason(&st, &owners) {
+                        return Err(Error::UnusableSlot { path, reason });
+                    }
+                    // Recognise a held slot through a read-only descriptor:
+                    // closing one opened for writing would ask its
+                    // supervisor for a heartbeat (IN_CLOSE_WRITE), so a
+                    // start that passes N busy slots would wake N of them.
+                    match open(OFlag::O_RDONLY) {
+                        Ok(Some((file, st))) => {
+                            if let Err(TryLockError::WouldBlock) = file.try_lock_shared() {
+                                return Ok(busy(&file, &st));
+                            }
+                        }
+                        Ok(None) => continue,
+                        Err(Error::Io { source, .. })
+                            if source.kind() == io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                Err(Errno::ENOENT) => {}
+                Err(e) => return Err(Error::io("examine slot file", &path, e.into())),
+            }
+            let Some((file, st)) = open(OFlag::O_RDWR | OFlag::O_CREAT)? else {
+                continue;
+            };
             match file.try_lock() {
                 Ok(()) => {}
                 Err(TryLockError::WouldBlock) => {
                     if file.try_lock_shared().is_err() {
                         // An exclusive holder exists: the slot is busy.
-                        return Ok(Attempt::Busy(BusySlot {
-                            claimed: read_pid(&file),
-                            id: FileId::from(&st),
-                        }));
+                        return Ok(busy(&file, &st));
                     }
                     // Only readers (probes, or another start in this very
                     // branch) were in the way. Step back briefly and retry.

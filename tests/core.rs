@@ -626,14 +626,17 @@ fn heartbeat_is_answered_on_demand() {
             .to_string()
     };
     wait_until("the mtime is older than --max-age", old_enough);
-    // Readers that want no heartbeat wake nobody.
+    // Readers that want no heartbeat wake nobody, nor do starts that find
+    // the slot busy (one that fails, one that goes on to slot 2).
     let before = switches();
     assert_eq!(env.check("od"), 0);
     std::fs::read(&file).unwrap();
+    assert_eq!(env.status(["--name", "od", "--", "sleep", "1000"]), 75);
+    env.start("od", &["--max-peers", "2"], &["sleep", "1000"]);
     assert_eq!(
         switches(),
         before,
-        "a plain --check or a read woke the supervisor"
+        "a plain --check, a read or a start woke the supervisor"
     );
     // --check --max-age asks, and the idle supervisor answers.
     assert_eq!(env.status(["--check", "od", "--max-age", "0.5"]), 0);
