@@ -48,6 +48,7 @@ declare -A variant=(
 musl=$(uname -m)-unknown-linux-musl
 declare -A variant_target=([abort-lto-strip-s-musl]=$musl)
 VARIANTS=${VARIANTS:-base abort lto abort-lto abort-lto-strip abort-lto-strip-s abort-lto-strip-z abort-lto-strip-s-crt-static abort-lto-strip-s-musl}
+first=${VARIANTS%% *}
 command -v hyperfine >/dev/null || apt-get install -y hyperfine
 
 W=$(mktemp -d "$repo/target/rdaemon-profiles.XXXXXX")
@@ -60,7 +61,7 @@ cleanup() {
         "$W/bin/$v" --stop "st-$v" --pid-dir "$W/pids" --timeout 2 >/dev/null 2>&1
         "$W/bin/$v" --stop "fp-$v" --pid-dir "$W/pids" --timeout 2 >/dev/null 2>&1
     done
-    [[ -x $W/bin/base ]] && "$W/bin/base" --stop ck --pid-dir "$W/pids" --timeout 2 >/dev/null 2>&1
+    [[ -x $W/bin/$first ]] && "$W/bin/$first" --stop ck --pid-dir "$W/pids" --timeout 2 >/dev/null 2>&1
     # shellcheck disable=SC2062 # the glob names files, not a pattern
     pids=$(printf '%s\n' "$W" | grep -alFf - /proc/[0-9]*/cmdline 2>/dev/null |
         sed -n 's|^/proc/\([0-9]*\)/cmdline$|\1|p' | grep -vxF -e "$$" || true)
@@ -99,7 +100,8 @@ for v in $VARIANTS; do
     cp "$repo/target/profiles/$v/$sub/rdaemon" "$W/bin/$v"
 done
 
-"$W/bin/base" --name ck --pid-dir "$W/pids" -- "$W/bin/sleep" 1000
+# The daemon every variant's --check looks at, started by the first variant.
+"$W/bin/$first" --name ck --pid-dir "$W/pids" -- "$W/bin/sleep" 1000
 read -ra names <<<"$VARIANTS"
 n=${#names[@]}
 # ROUNDS hyperfine rounds, each in a different order, pooled: a burst of

@@ -128,7 +128,7 @@ fn age_since(t: SystemTime) -> f64 {
         .as_secs_f64()
 }
 
-/// How long a scan waits, in all, for supervisors to answer its probes
+/// How long a scan waits, in all, for supervisors to answer its questions
 /// (see `supervisor`'s "The heartbeat is an answer"). A working supervisor
 /// answers in well under a millisecond; one that has not answered after
 /// this long is stopped or wedged, and its heartbeat is as old as its last
@@ -150,8 +150,8 @@ fn coarse_realtime() -> SystemTime {
     }
 }
 
-/// A held slot whose supervisor was asked for a heartbeat by our probe
-/// and has not answered yet.
+/// A held slot whose supervisor this scan asked for a heartbeat, and whose
+/// answer is still to be awaited.
 struct Unanswered {
     /// Where its report is in the scan's output.
     at: usize,
@@ -252,7 +252,7 @@ fn scan_dir(dir: &PidDir, name: &str, depth: Depth) -> Result<Vec<SlotReport>> {
     Ok(out)
 }
 
-/// Whether process `pid` could answer a probe: it exists and is neither
+/// Whether process `pid` could answer a question: it exists and is neither
 /// stopped nor a zombie. Only decides whether waiting is worthwhile; the
 /// PID (from the file, in `--check`) is trusted for nothing else.
 fn can_answer(pid: i32) -> bool {
