@@ -626,6 +626,13 @@ fn heartbeat_is_answered_on_demand() {
             .to_string()
     };
     wait_until("the mtime is older than --max-age", old_enough);
+    // Asleep, it can only be in poll(): the loop's one blocking call.
+    wait_until("the supervisor sleeps", || {
+        std::fs::read_to_string(format!("/proc/{sup}/stat")).is_ok_and(|st| {
+            st.rsplit_once(')')
+                .is_some_and(|(_, r)| r.trim_start().starts_with('S'))
+        })
+    });
     // Readers that want no heartbeat wake nobody, nor do starts that find
     // the slot busy (one that fails, one that goes on to slot 2).
     let before = switches();
