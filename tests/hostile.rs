@@ -139,10 +139,11 @@ fn pgrp_of(pid: i32) -> Option<i32> {
 }
 
 fn sigkill(pid: i32) {
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGKILL,
-    );
+    signal(pid, nix::sys::signal::Signal::SIGKILL);
+}
+
+fn signal(pid: i32, sig: nix::sys::signal::Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
 }
 
 /// Kills, when dropped, every process carrying one of its markers (and the
@@ -644,8 +645,8 @@ fn pid_file_overwritten_in_place_is_restored() {
     bystander.assert_alive("--stop");
 }
 
-/// Same forgery, but `--stop` comes before any heartbeat could repair it,
-/// on a peer that respawns COMMAND.
+/// Same forgery on a peer that respawns COMMAND, met by `--status` before
+/// the supervisor can repair it (it is stopped meanwhile), then `--stop`.
 #[test]
 fn stop_of_a_peer_whose_pid_file_was_overwritten_in_place() {
     let env = Env::new();
@@ -653,21 +654,19 @@ fn stop_of_a_peer_whose_pid_file_was_overwritten_in_place() {
     let _sweep = Sweep::new(&[&mk]);
     let mut bystander = Bystander::new();
     let cmd = daemon_cmd(&mk);
-    env.start(
-        "ows",
-        &[
-            "--respawn",
-            "--respawn-delay",
-            "0.1",
-            "--heartbeat-interval",
-            "600",
-        ],
-        &cmd,
-    );
+    env.start("ows", &["--respawn", "--respawn-delay", "0.1"], &cmd);
     let sup = env.read_pid("ows", 1).unwrap();
+    // A stopped supervisor cannot put its PID line back, so --status meets
+    // the forgery for certain. --stop may meet it or the repair.
+    signal(sup, nix::sys::signal::Signal::SIGSTOP);
     fs::write(env.pid_file("ows", 1), format!("{}\n", bystander.pid())).unwrap();
     let (_, slots) = status_json(&env, &[], "ows");
+    signal(sup, nix::sys::signal::Signal::SIGCONT);
     let state = slots[0]["state"].clone();
+    assert_eq!(
+        slots[0]["pid"], sup,
+        "--status believed the file: {slots:?}"
+    );
     let out = bounded(&env, ["--stop", "ows", "--timeout", "3"]);
     let stop_code = code(&out);
     // --stop returns once the lock is free; the supervisor releases it just
