@@ -87,9 +87,8 @@ fn ready_timeout_stops_command_and_fails_the_start() {
         "--notify",
         "--ready-timeout",
         "0.3",
-        // A long heartbeat tick: only the ready deadline itself can fire.
-        "--heartbeat-interval",
-        "1000",
+        // No heartbeat timer runs (the default): only the ready deadline
+        // itself can fire.
         "--",
         "sh",
         "-c",
@@ -197,9 +196,8 @@ fn missed_watchdog_restarts_command() {
             "--respawn",
             "--respawn-delay",
             "0.01",
-            // A long heartbeat tick: only the watchdog deadline can fire.
-            "--heartbeat-interval",
-            "1000",
+            // No heartbeat timer runs (the default): only the watchdog
+            // deadline can fire.
             "--log",
             log.to_str().unwrap(),
         ],
