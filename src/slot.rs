@@ -122,11 +122,16 @@ fn describe_type(st: &FileStat) -> &'static str {
 
 /// Why the thing at a slot's path may not be used, or `None` if it may.
 /// `owners` are the UIDs whose files are acceptable.
+///
+/// No links at all is not a reason: a stat by name that races an unlink
+/// (a holder releasing its slot) can report 0 links. Such a file is on its
+/// way out, and the callers' open then finds it gone or finds its
+/// successor.
 fn unusable_reason(st: &FileStat, owners: &[u32]) -> Option<String> {
     if file_type(st) != SFlag::S_IFREG {
         return Some(describe_type(st).to_string());
     }
-    if st.st_nlink != 1 {
+    if st.st_nlink > 1 {
         return Some(format!("it has {} hard links", st.st_nlink));
     }
     if !owners.contains(&st.st_uid) {
@@ -681,6 +686,18 @@ impl HeldSlot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_being_unlinked_is_not_unusable() {
+        // SAFETY: libc::stat is plain old data; all-zero is a valid value.
+        let mut st: FileStat = unsafe { std::mem::zeroed() };
+        st.st_mode = libc::S_IFREG | 0o600;
+        st.st_uid = 0;
+        st.st_nlink = 0;
+        assert_eq!(unusable_reason(&st, &[0]), None);
+        st.st_nlink = 2;
+        assert!(unusable_reason(&st, &[0]).unwrap().contains("2 hard links"));
+    }
 
     #[test]
     fn file_names_roundtrip() {

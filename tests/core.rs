@@ -266,14 +266,17 @@ fn check_hammering_never_fails_a_start() {
             std::thread::spawn(move || {
                 let mut n = 0;
                 while !stop.load(Ordering::Relaxed) {
-                    let st = std::process::Command::new(bin())
-                        .args(["--check", "ham", "--pid-dir"])
+                    let out = std::process::Command::new(bin())
+                        .args(["--check", "ham", "--verbose", "--pid-dir"])
                         .arg(&dir)
-                        .status()
+                        .output()
                         .unwrap();
                     assert!(
-                        [0, 1, 3, 150].contains(&st.code().unwrap()),
-                        "check said {st:?}"
+                        [0, 1, 3, 150].contains(&out.status.code().unwrap()),
+                        "check said {:?}: {}{}",
+                        out.status,
+                        String::from_utf8_lossy(&out.stdout),
+                        String::from_utf8_lossy(&out.stderr)
                     );
                     n += 1;
                 }
