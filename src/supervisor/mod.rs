@@ -56,7 +56,7 @@ pub mod notify;
 pub mod respawn;
 
 use std::ffi::OsString;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -484,7 +484,7 @@ impl Supervisor<'_> {
         let io = child::ChildIo {
             stdout: self.pipes.as_ref().map(|p| &p.stdout.1),
             stderr: self.pipes.as_ref().map(|p| &p.stderr.1),
-            lock_fd: slot.lock_fd().as_raw_fd(),
+            lock_fd: slot.lock_fd(),
             extra_env,
         };
         let pid = child::spawn(&self.cfg.child, &io)?;
