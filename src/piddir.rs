@@ -22,6 +22,7 @@ use nix::sys::stat::{FileStat, Mode, SFlag, fstat, lstat, stat};
 use nix::unistd::{Uid, geteuid};
 
 use crate::error::{Error, Result};
+use crate::slot::FileId;
 
 /// The environment variable that overrides the default PID directory.
 pub const PID_DIR_ENV: &str = "RDAEMON_PID_DIR";
@@ -48,6 +49,9 @@ pub fn default_pid_dir() -> PathBuf {
 pub struct PidDir {
     path: PathBuf,
     fd: OwnedFd,
+    /// The directory that was opened (and vetted), to tell whether the
+    /// path still names it.
+    id: FileId,
 }
 
 impl PidDir {
@@ -87,7 +91,11 @@ impl PidDir {
         let st = fstat(&fd).map_err(|e| Error::io("examine PID directory", &path, e.into()))?;
         check_dir(&path, &st, euid, false)?;
         warn_if_network_fs(&path, &fd);
-        Ok(PidDir { path, fd })
+        Ok(PidDir {
+            path,
+            fd,
+            id: FileId::from(&st),
+        })
     }
 
     /// The directory's absolute path, for messages and for `pid_file` fields.
@@ -105,10 +113,8 @@ impl PidDir {
     /// then slot files found at the path are no longer ours, and new starts
     /// there would not see our locks.
     pub fn still_at_path(&self) -> Result<bool> {
-        let ours = fstat(&self.fd)
-            .map_err(|e| Error::io("examine PID directory", &self.path, e.into()))?;
         match nix::sys::stat::stat(&self.path) {
-            Ok(st) => Ok(st.st_dev == ours.st_dev && st.st_ino == ours.st_ino),
+            Ok(st) => Ok(FileId::from(&st) == self.id),
             Err(Errno::ENOENT | Errno::ENOTDIR) => Ok(false),
             Err(e) => Err(Error::io("examine PID directory", &self.path, e.into())),
         }
@@ -123,6 +129,7 @@ impl PidDir {
         Ok(PidDir {
             path: self.path.clone(),
             fd,
+            id: self.id,
         })
     }
 }

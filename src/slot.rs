@@ -515,11 +515,12 @@ fn mtime_of(st: &FileStat) -> SystemTime {
         )
 }
 
-/// Waits until the holder of a probed slot answers the probe: until the
-/// file's mtime is at or after `asked` (a CLOCK_REALTIME_COARSE reading
-/// taken before the probe opened the file, the same clock the kernel stamps
-/// files with) or differs from `info.mtime`, or until `until`. Returns the
-/// mtime last seen; it stops early if the path no longer names the file.
+/// Waits until the holder of a probed slot answers [`ask_for_heartbeat`]:
+/// until the file's mtime is at or after `asked` (a CLOCK_REALTIME_COARSE
+/// reading taken before the question was put, the same clock the kernel
+/// stamps files with) or differs from `info.mtime`, or until `until`.
+/// Returns the mtime last seen; it stops early if the path no longer names
+/// the file.
 pub fn await_answer(
     dir: &PidDir,
     name: &str,
