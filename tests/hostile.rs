@@ -645,6 +645,32 @@ fn pid_file_overwritten_in_place_is_restored() {
     bystander.assert_alive("--stop");
 }
 
+/// The forger keeps the file open (no close, so no IN_CLOSE_WRITE): the
+/// write itself (IN_MODIFY) is enough for the supervisor to put its line
+/// back while the forger's descriptor is still open.
+#[test]
+fn pid_file_overwritten_by_a_writer_that_keeps_it_open_is_restored() {
+    use std::os::unix::fs::FileExt;
+    let env = Env::new();
+    let mk = marker("overwrite-open");
+    let _sweep = Sweep::new(&[&mk]);
+    let bystander = Bystander::new();
+    env.start("owo", &[], &daemon_cmd(&mk));
+    let file = env.pid_file("owo", 1);
+    let sup = env.read_pid("owo", 1).unwrap();
+    let forger = fs::OpenOptions::new().write(true).open(&file).unwrap();
+    forger
+        .write_all_at(format!("{}\n", bystander.pid()).as_bytes(), 0)
+        .unwrap();
+    // fs::read opens read-only, which asks the supervisor nothing.
+    wait_until("the supervisor restores the PID line", || {
+        fs::read(&file).unwrap() == format!("{sup}\n").into_bytes()
+    });
+    drop(forger);
+    expect(&bounded(&env, ["--stop", "owo"]), 0, "--stop");
+    wait_until("COMMAND gone", || command_pids(&mk).is_empty());
+}
+
 /// Same forgery on a peer that respawns COMMAND, met by `--status` before
 /// the supervisor can repair it (it is stopped meanwhile), then `--stop`.
 #[test]
