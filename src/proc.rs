@@ -11,9 +11,10 @@
 //! signal fails with ESRCH instead of reaching a stranger.
 
 use std::fs;
-use std::io;
+use std::io::{self, Read};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
+use std::time::{Duration, Instant};
 
 use crate::pid::{pid_max, valid_signal_target};
 use crate::slot::FileId;
@@ -77,6 +78,45 @@ pub fn holds_lock_on(pid: i32, id: FileId) -> io::Result<bool> {
         }
     }
     Ok(false)
+}
+
+/// Waits until process `pid`'s exec has built the new program's image,
+/// which `/proc/PID/cmdline` shows by no longer being empty.
+///
+/// Spawning returns as soon as exec is past its point of no return: that
+/// is where the close-on-exec pipe that reports exec errors closes, and
+/// where a vfork-style clone releases its parent. The kernel writes the
+/// new argument list only after that, typically 10-20 µs later, but
+/// milliseconds later for a long argument list or a preempted child.
+/// Until then `ps` and `pgrep -f` cannot see COMMAND for what it is; an
+/// operator running them right after `rdaemon` returned must.
+///
+/// Returns early when the process is a zombie or gone, or its command line
+/// cannot be read (`hidepid`); after `limit` it stops waiting, since exec
+/// can no longer fail, only be slow.
+pub fn await_exec_image(pid: i32, limit: Duration) {
+    let path = format!("/proc/{pid}/cmdline");
+    let deadline = Instant::now() + limit;
+    for round in 0u32.. {
+        let mut first = [0u8; 1];
+        match fs::File::open(&path).and_then(|mut f| f.read(&mut first)) {
+            Ok(1) => return,
+            Ok(_) => {}
+            Err(_) => return,
+        }
+        // A zombie's command line is empty for good.
+        if stat(pid).is_none_or(|st| matches!(st.state, b'Z' | b'X')) || Instant::now() >= deadline
+        {
+            return;
+        }
+        // The child usually finishes on the other CPU within microseconds;
+        // if it shares ours, or was preempted, give it the CPU.
+        if round < 16 {
+            std::thread::yield_now();
+        } else {
+            std::thread::sleep(Duration::from_micros(100));
+        }
+    }
 }
 
 /// Every process that holds an exclusive flock on the file `id`, found by
@@ -193,6 +233,56 @@ impl Pidfd {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Right after a spawn returns, the child's command line is usually
+    /// still empty (measured: 1930 of 2000 posix_spawn calls); after
+    /// `await_exec_image` it must always be COMMAND's.
+    #[test]
+    fn exec_image_is_in_place_after_waiting() {
+        for round in 0..20 {
+            let marker = format!("proc-exec-image-{round}");
+            // `read` is a builtin: no grandchild outlives the kill below
+            // and holds the test harness's output open.
+            let mut child = std::process::Command::new("/bin/sh")
+                .args(["-c", "read line", &marker])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            let pid = child.id() as i32;
+            await_exec_image(pid, Duration::from_secs(30));
+            let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let _ = child.kill();
+            let _ = child.wait();
+            assert!(
+                cmdline.split(|&b| b == 0).any(|a| a == marker.as_bytes()),
+                "round {round}: command line {:?}",
+                String::from_utf8_lossy(&cmdline)
+            );
+        }
+    }
+
+    /// A child that exits at once leaves a zombie with an empty command
+    /// line: the wait must end there, not at its limit.
+    #[test]
+    fn exec_image_wait_ends_at_a_zombie() {
+        let mut child = std::process::Command::new("/bin/true")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        let started = Instant::now();
+        while stat(pid).is_some_and(|st| st.state != b'Z') {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "true never exited"
+            );
+            std::thread::yield_now();
+        }
+        await_exec_image(pid, Duration::from_secs(3600));
+        let _ = child.wait();
+    }
 
     #[test]
     fn parses_stat_with_hostile_comm() {

@@ -86,8 +86,10 @@ pub struct ChildIo<'a> {
 }
 
 /// Spawns COMMAND as the leader of a new process group. Returns its PID
-/// once it has been exec'd; exec failures come back as the errno (std's
-/// CLOEXEC error pipe carries it from the child).
+/// once its exec is past the point of no return, which is before the new
+/// image is complete (see [`crate::proc::await_exec_image`]); exec
+/// failures come back as the errno (std's CLOEXEC error pipe carries it
+/// from the child).
 pub fn spawn(spec: &ChildSpec, io: &ChildIo<'_>) -> io::Result<i32> {
     let mut cmd = Command::new(&spec.argv[0]);
     cmd.args(&spec.argv[1..]);

@@ -156,6 +156,11 @@ enum Phase {
 /// refreshed when no inotify watch could be set up to answer readers.
 const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
+/// How long a spawn waits at most for COMMAND's exec to finish building
+/// its image. Exec cannot fail any more by then; this only bounds a
+/// pathologically slow one.
+const EXEC_IMAGE_LIMIT: Duration = Duration::from_secs(1);
+
 /// Which event sources poll() reported readable.
 #[derive(Debug, Clone, Copy)]
 struct Ready {
@@ -517,6 +522,10 @@ impl Supervisor<'_> {
             "started {} as PID {pid}",
             self.cfg.child.argv[0].to_string_lossy()
         ));
+        // Waited for only now, so that the kernel finishes the exec (on
+        // the other CPU, usually) while the state and the log are written.
+        // The caller is not told COMMAND started before `ps` can show it.
+        crate::proc::await_exec_image(pid, EXEC_IMAGE_LIMIT);
         Ok(pid)
     }
 
