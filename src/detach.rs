@@ -64,10 +64,13 @@ pub fn detach(body: impl FnOnce(&mut ReadyPipe) -> ExitCode) -> std::io::Result<
     match unsafe { fork() }? {
         ForkResult::Parent { child } => {
             drop(write_end);
-            // The intermediate child exits right after its own fork.
-            let _ = waitpid(child, None);
             let mut buf = Vec::new();
-            File::from(read_end).read_to_end(&mut buf)?;
+            let read = File::from(read_end).read_to_end(&mut buf);
+            // The intermediate child exited right after its own fork, long
+            // before the supervisor reported: reaping it only now spares
+            // the caller a sleep and a wakeup on the way.
+            let _ = waitpid(child, None);
+            read?;
             Ok(match buf.split_first() {
                 None => Outcome {
                     code: ExitCode::Failure,
