@@ -11,7 +11,7 @@
 //! signal fails with ESRCH instead of reaching a stranger.
 
 use std::fs;
-use std::io::{self, Read};
+use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, Instant};
@@ -95,26 +95,37 @@ pub fn holds_lock_on(pid: i32, id: FileId) -> io::Result<bool> {
 /// cannot be read (`hidepid`); after `limit` it stops waiting, since exec
 /// can no longer fail, only be slow.
 pub fn await_exec_image(pid: i32, limit: Duration) {
-    let path = format!("/proc/{pid}/cmdline");
-    let deadline = Instant::now() + limit;
-    for round in 0u32.. {
+    use std::os::unix::fs::FileExt;
+    const SPIN: Duration = Duration::from_millis(2);
+    // One descriptor for every look: a read of it asks the process's
+    // current image, so it sees the new one once exec has built it.
+    let Ok(cmdline) = fs::File::open(format!("/proc/{pid}/cmdline")) else {
+        return;
+    };
+    let waited = Instant::now();
+    let deadline = waited + limit;
+    for round in 1u32.. {
         let mut first = [0u8; 1];
-        match fs::File::open(&path).and_then(|mut f| f.read(&mut first)) {
+        match cmdline.read_at(&mut first, 0) {
             Ok(1) => return,
             Ok(_) => {}
             Err(_) => return,
         }
-        // A zombie's command line is empty for good.
-        if stat(pid).is_none_or(|st| matches!(st.state, b'Z' | b'X')) || Instant::now() >= deadline
+        // A zombie's command line is empty for good; look now and then.
+        if (round % 8 == 0 && stat(pid).is_none_or(|st| matches!(st.state, b'Z' | b'X')))
+            || Instant::now() >= deadline
         {
             return;
         }
-        // The child usually finishes on the other CPU within microseconds;
-        // if it shares ours, or was preempted, give it the CPU.
-        if round < 16 {
+        // The child usually finishes on the other CPU within microseconds
+        // (tens when that CPU was idle); spinning there costs less than a
+        // timer's wakeup, and yielding hands our CPU over if the child is
+        // queued behind us. Past 2 ms it is a slow exec: sleep between
+        // looks.
+        if waited.elapsed() < SPIN {
             std::thread::yield_now();
         } else {
-            std::thread::sleep(Duration::from_micros(100));
+            std::thread::sleep(Duration::from_micros(200));
         }
     }
 }
