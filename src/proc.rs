@@ -291,8 +291,17 @@ mod tests {
             );
             std::thread::yield_now();
         }
-        await_exec_image(pid, Duration::from_secs(3600));
+        // Without the zombie check this would wait out its whole limit:
+        // fail then, rather than hang.
+        let limit = Duration::from_secs(30);
+        let waiting = Instant::now();
+        await_exec_image(pid, limit);
+        let waited = waiting.elapsed();
         let _ = child.wait();
+        assert!(
+            waited < limit,
+            "the wait for a zombie's image ran to its limit"
+        );
     }
 
     #[test]
