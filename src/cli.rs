@@ -94,6 +94,27 @@ pub struct Cli {
     #[arg(long, value_name = "LIST", value_delimiter = ',', requires = "respawn", value_parser = clap::value_parser!(i32).range(0..=255), help_heading = "Respawning")]
     pub exit_codes: Vec<i32>,
 
+    /// A run of COMMAND shorter than SECS is a failed run (back-off, counted
+    /// toward --max-respawns); an exit after a longer run is a planned
+    /// recycle: restarted at once, never counted
+    #[arg(long, value_name = "SECS", default_value = "10", requires = "name", value_parser = parse_secs, help_heading = "Respawning")]
+    pub min_uptime: Duration,
+
+    /// Exit statuses that are always planned recycles, restarted at once
+    /// (e.g. 12, Laravel's memory-limit exit)
+    #[arg(long, value_name = "LIST", value_delimiter = ',', requires = "respawn", value_parser = clap::value_parser!(i32).range(0..=255), help_heading = "Respawning")]
+    pub recycle_codes: Vec<i32>,
+
+    /// COMMAND daemonizes itself (forks and lets its first process exit):
+    /// supervise the process it leaves behind
+    #[arg(long, requires = "name")]
+    pub forking: bool,
+
+    /// With --forking: the PID file COMMAND writes, naming its main process
+    /// (trusted only for a descendant of the supervisor)
+    #[arg(long, value_name = "FILE", requires = "forking")]
+    pub pidfile: Option<PathBuf>,
+
     /// Stop COMMAND gracefully when its process tree's resident memory exceeds
     /// SIZE (512K, 64M, 2G); with --respawn, start it afresh
     #[arg(long, value_name = "SIZE", requires = "name", value_parser = crate::size::parse_size)]
@@ -114,6 +135,11 @@ pub struct Cli {
     /// (stdout at info, stderr at err, events at notice; facility daemon)
     #[arg(long, requires = "name", help_heading = "Output")]
     pub syslog: bool,
+
+    /// Prefix every line in --log with an RFC 3339 UTC timestamp
+    /// (milliseconds) and the slot: `2026-11-29T12:00:00.123Z NAME.2: text`
+    #[arg(long, requires = "name", help_heading = "Output")]
+    pub timestamps: bool,
 
     /// The syslog socket
     #[arg(long, value_name = "PATH", default_value = crate::output::DEFAULT_SYSLOG_SOCKET, help_heading = "Output")]

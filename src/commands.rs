@@ -145,6 +145,12 @@ fn start(cli: Cli, name: &str) -> ExitCode {
         } else {
             None
         },
+        min_uptime: cli.min_uptime,
+        recycle_codes: cli.recycle_codes.clone(),
+        forking: cli.forking,
+        pidfile: cli.pidfile.as_deref().map(absolute),
+        timestamps: cli.timestamps,
+        cluster: None,
     };
     if cli.foreground {
         return supervisor::run(cfg, &mut ForegroundReady { quiet: cli.quiet });

@@ -20,6 +20,7 @@ pub mod commands;
 mod daemon;
 pub mod detach;
 mod error;
+pub mod etcd;
 pub mod exit_code;
 pub mod inspect;
 pub mod logger;

@@ -73,3 +73,12 @@ impl Drop for SignalSet {
         }
     }
 }
+
+/// The signal `rdaemon --restart` sends a supervisor to ask for an in-place
+/// restart of COMMAND: `SIGRTMAX - 2` (62 with glibc and musl alike, so a
+/// CLI and a supervisor built against either agree). Whoever may send it
+/// may also send SIGTERM: restart permission is stop permission.
+#[allow(dead_code)] // used by --restart (in progress)
+pub(crate) fn restart_signal() -> i32 {
+    libc::SIGRTMAX() - 2
+}

@@ -52,6 +52,77 @@ pub struct SlotState {
     /// file (a CLI supervisor with an inotify watch), so a reader that
     /// finds an old mtime should give it a moment to answer.
     pub answers_probes: bool,
+    /// What the holder is doing (written by the supervisor on every
+    /// transition; the library writes `Running`). `None` from an older
+    /// writer.
+    pub phase: Option<Phase>,
+    /// Who holds the slot: a CLI supervisor (restartable) or a program
+    /// linking the library.
+    pub mode: Option<HolderMode>,
+    /// When the current (or last) run of COMMAND started, epoch ms.
+    pub command_started_unix_ms: Option<u64>,
+    /// In `Backoff`: when the next start is due, epoch ms.
+    pub next_try_unix_ms: Option<u64>,
+    /// The last exit as a number: the status, or 128+N for signal N.
+    pub last_exit_code: Option<i32>,
+    /// One line saying why the holder is in its phase (backoff, failed,
+    /// stopping).
+    pub reason: Option<String>,
+    /// The peer's `--stop-timeout`, in milliseconds.
+    pub stop_timeout_ms: Option<u64>,
+    /// How many times COMMAND was spawned in this slot (1 for the first
+    /// run); `--restart` waits for it to grow.
+    pub run: u64,
+}
+
+/// A slot holder's phase, as published in its state file. Readers derive
+/// `orphaned`, `stale`, `unusable` and `unknown` themselves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// COMMAND exec'd, READY=1 not yet sent (under `--notify`).
+    Starting,
+    /// COMMAND runs (and is ready).
+    Running,
+    /// Waiting to restart COMMAND.
+    Backoff,
+    /// Stopping COMMAND's process tree.
+    Stopping,
+    /// The supervisor gave up; the state file is a tombstone.
+    Failed,
+}
+
+impl Phase {
+    /// The contract's state name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Starting => "starting",
+            Phase::Running => "running",
+            Phase::Backoff => "backoff",
+            Phase::Stopping => "stopping",
+            Phase::Failed => "failed",
+        }
+    }
+
+    /// The inverse of [`Phase::as_str`].
+    pub fn parse(text: &str) -> Option<Phase> {
+        Some(match text {
+            "starting" => Phase::Starting,
+            "running" => Phase::Running,
+            "backoff" => Phase::Backoff,
+            "stopping" => Phase::Stopping,
+            "failed" => Phase::Failed,
+            _ => return None,
+        })
+    }
+}
+
+/// Who holds a slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HolderMode {
+    /// An `rdaemon` supervisor running COMMAND.
+    Supervisor,
+    /// A program using the library.
+    Library,
 }
 
 impl SlotState {
@@ -83,6 +154,29 @@ impl SlotState {
             self.watchdog_unix_ms.map(|p| p.to_string()),
         );
         field("answers_probes", self.answers_probes.then(|| "1".into()));
+        field("phase", self.phase.map(|p| p.as_str().into()));
+        field(
+            "mode",
+            self.mode.map(|m| match m {
+                HolderMode::Supervisor => "supervisor".into(),
+                HolderMode::Library => "library".into(),
+            }),
+        );
+        field(
+            "command_started_unix_ms",
+            self.command_started_unix_ms.map(|v| v.to_string()),
+        );
+        field(
+            "next_try_unix_ms",
+            self.next_try_unix_ms.map(|v| v.to_string()),
+        );
+        field("last_exit_code", self.last_exit_code.map(|v| v.to_string()));
+        field("reason", self.reason.clone());
+        field(
+            "stop_timeout_ms",
+            self.stop_timeout_ms.map(|v| v.to_string()),
+        );
+        field("run", Some(self.run.to_string()));
         out
     }
 
@@ -115,6 +209,22 @@ impl SlotState {
                 "status" => st.status_text = Some(v.chars().take(256).collect()),
                 "watchdog_unix_ms" => st.watchdog_unix_ms = v.parse().ok(),
                 "answers_probes" => st.answers_probes = v == "1",
+                "phase" => st.phase = Phase::parse(v),
+                "mode" => {
+                    st.mode = match v {
+                        "supervisor" => Some(HolderMode::Supervisor),
+                        "library" => Some(HolderMode::Library),
+                        _ => None,
+                    }
+                }
+                "command_started_unix_ms" => st.command_started_unix_ms = v.parse().ok(),
+                "next_try_unix_ms" => st.next_try_unix_ms = v.parse().ok(),
+                "last_exit_code" => {
+                    st.last_exit_code = v.parse().ok().filter(|c| (0..=255).contains(c))
+                }
+                "reason" => st.reason = Some(v.chars().take(256).collect()),
+                "stop_timeout_ms" => st.stop_timeout_ms = v.parse().ok(),
+                "run" => st.run = v.parse().unwrap_or(0),
                 _ => {}
             }
         }
@@ -195,6 +305,14 @@ mod tests {
             status_text: Some("working\non it".into()),
             watchdog_unix_ms: Some(5),
             answers_probes: true,
+            phase: Some(Phase::Backoff),
+            mode: Some(HolderMode::Supervisor),
+            command_started_unix_ms: Some(1_790_000_100_000),
+            next_try_unix_ms: Some(1_790_000_104_000),
+            last_exit_code: Some(137),
+            reason: Some("exit status 1".into()),
+            stop_timeout_ms: Some(30_000),
+            run: 3,
         };
         let back = SlotState::parse(&st.serialize());
         assert!(back.answers_probes);
@@ -204,6 +322,13 @@ mod tests {
         assert_eq!(back.restarts, 2);
         assert_eq!(back.status_text.as_deref(), Some("working on it"));
         assert_eq!(back.ready, Some(true));
+        assert_eq!(
+            back,
+            SlotState {
+                status_text: back.status_text.clone(),
+                ..st
+            }
+        );
     }
 
     #[test]

@@ -23,7 +23,7 @@ _rdaemon() {
 
     case "${cmd}" in
         rdaemon)
-            opts="-f -q -v -h -V --name --check --status --stop --pid-dir --max-peers --foreground --stop-timeout --respawn --max-respawns --respawn-window --respawn-delay --exit-codes --memory-limit --log --syslog --syslog-socket --chdir --umask --user --env --notify --ready-timeout --watchdog --quiet --heartbeat-interval --min-peers --max-age --verbose --json --timeout --help --version"
+            opts="-f -q -v -h -V --name --check --status --stop --pid-dir --max-peers --foreground --stop-timeout --respawn --max-respawns --respawn-window --respawn-delay --exit-codes --min-uptime --recycle-codes --forking --pidfile --memory-limit --log --syslog --timestamps --syslog-socket --chdir --umask --user --env --notify --ready-timeout --watchdog --quiet --heartbeat-interval --min-peers --max-age --verbose --json --timeout --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -70,6 +70,18 @@ _rdaemon() {
                     return 0
                     ;;
                 --exit-codes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --min-uptime)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --recycle-codes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --pidfile)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -9,6 +9,9 @@ complete -c rdaemon -l max-respawns -d 'Give up after N restarts within --respaw
 complete -c rdaemon -l respawn-window -d 'The window for --max-respawns' -r
 complete -c rdaemon -l respawn-delay -d 'First pause before a restart; doubles up to 60s, and resets once COMMAND stayed up for a whole window' -r
 complete -c rdaemon -l exit-codes -d 'Exit statuses that mean COMMAND finished its work: not restarted (supervisord\'s exitcodes= with autorestart=unexpected), e.g. 0 or 0,3' -r
+complete -c rdaemon -l min-uptime -d 'A run of COMMAND shorter than SECS is a failed run (back-off, counted toward --max-respawns); an exit after a longer run is a planned recycle: restarted at once, never counted' -r
+complete -c rdaemon -l recycle-codes -d 'Exit statuses that are always planned recycles, restarted at once (e.g. 12, Laravel\'s memory-limit exit)' -r
+complete -c rdaemon -l pidfile -d 'With --forking: the PID file COMMAND writes, naming its main process (trusted only for a descendant of the supervisor)' -r -F
 complete -c rdaemon -l memory-limit -d 'Stop COMMAND gracefully when its process tree\'s resident memory exceeds SIZE (512K, 64M, 2G); with --respawn, start it afresh' -r
 complete -c rdaemon -l log -d 'Append COMMAND\'s stdout and stderr, and rdaemon\'s events, to FILE (created 0640; reopened when rotated away)' -r -F
 complete -c rdaemon -l syslog-socket -d 'The syslog socket' -r -F
@@ -24,7 +27,9 @@ complete -c rdaemon -l max-age -d 'With --check: each running peer\'s heartbeat 
 complete -c rdaemon -l timeout -d 'With --stop: how long to wait after SIGTERM before SIGKILL' -r
 complete -c rdaemon -s f -l foreground -d 'Do not detach: stay in the foreground (systemd Type=simple, containers)'
 complete -c rdaemon -l respawn -d 'Restart COMMAND when it exits on its own'
+complete -c rdaemon -l forking -d 'COMMAND daemonizes itself (forks and lets its first process exit): supervise the process it leaves behind'
 complete -c rdaemon -l syslog -d 'Send COMMAND\'s output and rdaemon\'s events to syslog, tagged NAME (stdout at info, stderr at err, events at notice; facility daemon)'
+complete -c rdaemon -l timestamps -d 'Prefix every line in --log with an RFC 3339 UTC timestamp (milliseconds) and the slot: `2026-11-29T12:00:00.123Z NAME.2: text`'
 complete -c rdaemon -l notify -d 'Report the start only once COMMAND has sent READY=1 over $NOTIFY_SOCKET (the sd_notify protocol; every COMMAND gets a private NOTIFY_SOCKET)'
 complete -c rdaemon -s q -l quiet -d 'Say nothing when every slot is busy (cron-friendly)'
 complete -c rdaemon -s v -l verbose -d 'With --check: explain the verdict on stdout'

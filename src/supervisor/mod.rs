@@ -116,6 +116,18 @@ pub struct Config {
     /// rdaemon's own `$NOTIFY_SOCKET` (foreground under systemd
     /// `Type=notify`): READY=1 is passed up once COMMAND is ready.
     pub upstream_notify: Option<String>,
+    /// `--min-uptime`: a shorter run is a failed run; a longer one a recycle.
+    pub min_uptime: Duration,
+    /// `--recycle-codes`: exit statuses that are always planned recycles.
+    pub recycle_codes: Vec<i32>,
+    /// `--forking`: COMMAND daemonizes itself; supervise what it leaves.
+    pub forking: bool,
+    /// `--pidfile` (with `--forking`): where COMMAND names its main process.
+    pub pidfile: Option<PathBuf>,
+    /// `--timestamps`: prefix log lines with time and slot.
+    pub timestamps: bool,
+    /// `--etcd` & co.: also hold one of M cluster slots.
+    pub cluster: Option<crate::etcd::ClusterConfig>,
 }
 
 /// How the supervisor tells its starter whether COMMAND runs.
