@@ -11,7 +11,8 @@ use crate::exit_code::ExitCode;
 use crate::inspect::{self, Health};
 use crate::piddir::{PidDir, default_pid_dir};
 use crate::supervisor::{
-    self, ChildSpec, Config, Identity, OutputChoice, Readiness, respawn::RespawnLimits,
+    self, ChildSpec, Config, Finish, Identity, OutputChoice, Readiness, StartOutcome,
+    respawn::RespawnLimits,
 };
 
 /// Runs the mode `cli` selects and returns the exit status.
@@ -61,14 +62,39 @@ struct ForegroundReady {
 }
 
 impl Readiness for ForegroundReady {
-    fn report(&mut self, code: ExitCode, message: &str) {
-        report_start(code, message, self.quiet);
+    fn report(&mut self, outcome: &StartOutcome) {
+        report_start(outcome, self.quiet);
     }
 }
 
-fn report_start(code: ExitCode, message: &str, quiet: bool) {
-    if code != ExitCode::Success && !(quiet && code == ExitCode::Busy) && !message.is_empty() {
-        let _ = writeln!(std::io::stderr(), "rdaemon: {message}");
+/// The exit status for the outcome of a start.
+fn start_code(outcome: &StartOutcome) -> ExitCode {
+    match outcome {
+        StartOutcome::Started => ExitCode::Success,
+        StartOutcome::Busy(_) => ExitCode::Busy,
+        StartOutcome::Usage(_) => ExitCode::Usage,
+        StartOutcome::ExecFailed { errno, .. } => ExitCode::for_exec_errno(*errno),
+        StartOutcome::Exited { .. } | StartOutcome::Failed(_) => ExitCode::Failure,
+    }
+}
+
+/// The exit status of a supervisor that ran in the foreground (and of the
+/// detached supervisor process itself).
+fn finish_code(finish: &Finish) -> ExitCode {
+    match finish {
+        Finish::Stopped => ExitCode::Success,
+        Finish::CommandExited(status) | Finish::GaveUp(status) => {
+            ExitCode::Command(status.number() as u8)
+        }
+        Finish::StartFailed(outcome) => start_code(outcome),
+        Finish::Failed => ExitCode::Failure,
+    }
+}
+
+fn report_start(outcome: &StartOutcome, quiet: bool) {
+    let quiet = quiet && matches!(outcome, StartOutcome::Busy(_));
+    if !quiet && !outcome.message().is_empty() {
+        let _ = writeln!(std::io::stderr(), "rdaemon: {}", outcome.message());
     }
 }
 
@@ -153,12 +179,15 @@ fn start(cli: Cli, name: &str) -> ExitCode {
         cluster: None,
     };
     if cli.foreground {
-        return supervisor::run(cfg, &mut ForegroundReady { quiet: cli.quiet });
+        return finish_code(&supervisor::run(
+            cfg,
+            &mut ForegroundReady { quiet: cli.quiet },
+        ));
     }
-    match crate::detach::detach(move |ready| supervisor::run(cfg, ready)) {
+    match crate::detach::detach(move |ready| i32::from(finish_code(&supervisor::run(cfg, ready)))) {
         Ok(outcome) => {
-            report_start(outcome.code, &outcome.message, cli.quiet);
-            outcome.code
+            report_start(&outcome, cli.quiet);
+            start_code(&outcome)
         }
         Err(e) => fail(ExitCode::Failure, &format!("cannot detach: {e}")),
     }

@@ -7,10 +7,11 @@
 //! ```
 //!
 //! The caller returns only after the supervisor has taken its slot and
-//! COMMAND has been exec'd, so its exit status is the truth: 0 started, 75
-//! busy, 126/127 not executable/not found, 1 anything else. If the
-//! supervisor dies before reporting, the pipe reaches EOF and the caller
-//! says so with status 1.
+//! COMMAND has been exec'd, so what it learns is the truth. The pipe
+//! carries a [`StartOutcome`] (started, busy, exec failed with an errno,
+//! exited with a status, failed), not an exit status: `commands.rs` alone
+//! maps outcomes to exit statuses. If the supervisor dies before
+//! reporting, the pipe reaches EOF and the caller says so.
 //!
 //! The supervisor is not a session leader (so it can never acquire a
 //! controlling terminal), runs in `/`, reads /dev/null, writes to /dev/null
@@ -26,8 +27,8 @@ use nix::sys::stat::Mode;
 use nix::sys::wait::waitpid;
 use nix::unistd::{ForkResult, chdir, fork, setsid};
 
-use crate::exit_code::ExitCode;
-use crate::supervisor::Readiness;
+use crate::supervisor::tree::ExitStatus;
+use crate::supervisor::{Readiness, StartOutcome};
 
 /// The supervisor's end of the readiness pipe.
 pub struct ReadyPipe {
@@ -35,29 +36,69 @@ pub struct ReadyPipe {
 }
 
 impl Readiness for ReadyPipe {
-    fn report(&mut self, code: ExitCode, message: &str) {
+    fn report(&mut self, outcome: &StartOutcome) {
         if let Some(mut f) = self.file.take() {
-            let mut msg = vec![i32::from(code) as u8];
-            msg.extend_from_slice(message.as_bytes());
             // The caller may have been killed; nothing to do about that.
-            let _ = f.write_all(&msg);
+            let _ = f.write_all(&encode(outcome));
         }
     }
 }
 
-/// What the caller learnt.
-#[derive(Debug)]
-pub struct Outcome {
-    pub code: ExitCode,
-    pub message: String,
+/// One message on the pipe: a kind byte, a 4-byte little-endian number
+/// (errno, or exit status with signals negative), then the text.
+fn encode(outcome: &StartOutcome) -> Vec<u8> {
+    let (kind, number): (u8, i32) = match outcome {
+        StartOutcome::Started => (0, 0),
+        StartOutcome::Busy(_) => (1, 0),
+        StartOutcome::Usage(_) => (2, 0),
+        StartOutcome::ExecFailed { errno, .. } => (3, *errno),
+        StartOutcome::Exited { status, .. } => (
+            4,
+            match status {
+                ExitStatus::Code(c) => *c,
+                ExitStatus::Signal(s) => -s,
+            },
+        ),
+        StartOutcome::Failed(_) => (5, 0),
+    };
+    let mut out = vec![kind];
+    out.extend_from_slice(&number.to_le_bytes());
+    out.extend_from_slice(outcome.message().as_bytes());
+    out
+}
+
+/// The inverse of [`encode`]; `None` for a message too short to be one.
+fn decode(buf: &[u8]) -> Option<StartOutcome> {
+    let (&kind, rest) = buf.split_first()?;
+    let number = i32::from_le_bytes(rest.get(..4)?.try_into().ok()?);
+    let message = String::from_utf8_lossy(&rest[4..]).into_owned();
+    Some(match kind {
+        0 => StartOutcome::Started,
+        1 => StartOutcome::Busy(message),
+        2 => StartOutcome::Usage(message),
+        3 => StartOutcome::ExecFailed {
+            errno: number,
+            message,
+        },
+        4 => StartOutcome::Exited {
+            status: if number < 0 {
+                ExitStatus::Signal(-number)
+            } else {
+                ExitStatus::Code(number)
+            },
+            message,
+        },
+        _ => StartOutcome::Failed(message),
+    })
 }
 
 /// Forks the supervisor off and returns, in the caller, what it reported.
 /// In the supervisor, `body` runs with the readiness pipe and the process
-/// exits with its status; this function never returns there.
+/// exits with the status `body` returns; this function never returns
+/// there.
 ///
 /// Must be called while the process is single-threaded.
-pub fn detach(body: impl FnOnce(&mut ReadyPipe) -> ExitCode) -> std::io::Result<Outcome> {
+pub fn detach(body: impl FnOnce(&mut ReadyPipe) -> i32) -> std::io::Result<StartOutcome> {
     let (read_end, write_end) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
     // SAFETY: rdaemon has started no threads at this point, so the child is
     // an exact, consistent copy and may run arbitrary code.
@@ -71,49 +112,42 @@ pub fn detach(body: impl FnOnce(&mut ReadyPipe) -> ExitCode) -> std::io::Result<
             // the caller a sleep and a wakeup on the way.
             let _ = waitpid(child, None);
             read?;
-            Ok(match buf.split_first() {
-                None => Outcome {
-                    code: ExitCode::Failure,
-                    message: "the supervisor exited before reporting whether COMMAND started"
-                        .into(),
-                },
-                Some((&code, msg)) => Outcome {
-                    code: ExitCode::from_status(code),
-                    message: String::from_utf8_lossy(msg).into_owned(),
-                },
-            })
+            Ok(decode(&buf).unwrap_or_else(|| {
+                StartOutcome::Failed(
+                    "the supervisor exited before reporting whether COMMAND started".into(),
+                )
+            }))
         }
         ForkResult::Child => {
             drop(read_end);
             let code = in_child(write_end, body);
-            std::process::exit(i32::from(code))
+            std::process::exit(code)
         }
     }
 }
 
-fn in_child(write_end: OwnedFd, body: impl FnOnce(&mut ReadyPipe) -> ExitCode) -> ExitCode {
+fn in_child(write_end: OwnedFd, body: impl FnOnce(&mut ReadyPipe) -> i32) -> i32 {
     let mut ready = ReadyPipe {
         file: Some(File::from(write_end)),
     };
+    fn fail(ready: &mut ReadyPipe, msg: String) -> i32 {
+        ready.report(&StartOutcome::Failed(msg));
+        1
+    }
     if let Err(e) = setsid() {
-        ready.report(ExitCode::Failure, &format!("setsid failed: {e}"));
-        return ExitCode::Failure;
+        return fail(&mut ready, format!("setsid failed: {e}"));
     }
     // SAFETY: still single-threaded (we are the child of a single-threaded
     // process and have started nothing).
     match unsafe { fork() } {
-        Err(e) => {
-            ready.report(ExitCode::Failure, &format!("second fork failed: {e}"));
-            return ExitCode::Failure;
-        }
+        Err(e) => return fail(&mut ready, format!("second fork failed: {e}")),
         // The session leader leaves; the supervisor is orphaned to init
         // (or the nearest subreaper) and can never get a terminal.
         Ok(ForkResult::Parent { .. }) => unsafe { libc::_exit(0) },
         Ok(ForkResult::Child) => {}
     }
     if let Err(e) = prepare_process(&ready) {
-        ready.report(ExitCode::Failure, &e);
-        return ExitCode::Failure;
+        return fail(&mut ready, e);
     }
     body(&mut ready)
 }
@@ -167,5 +201,37 @@ fn close_inherited(keep: Option<i32>) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes_survive_the_pipe() {
+        let all = [
+            StartOutcome::Started,
+            StartOutcome::Busy("held by 12".into()),
+            StartOutcome::Usage("bad".into()),
+            StartOutcome::ExecFailed {
+                errno: libc::ENOENT,
+                message: "cannot execute x".into(),
+            },
+            StartOutcome::Exited {
+                status: ExitStatus::Signal(9),
+                message: "died".into(),
+            },
+            StartOutcome::Exited {
+                status: ExitStatus::Code(4),
+                message: "exit".into(),
+            },
+            StartOutcome::Failed("no".into()),
+        ];
+        for o in all {
+            assert_eq!(decode(&encode(&o)), Some(o));
+        }
+        assert_eq!(decode(b""), None);
+        assert_eq!(decode(b"\x01\x02"), None);
     }
 }

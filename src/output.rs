@@ -208,6 +208,8 @@ pub struct Output {
     sink: Sink,
     name: String,
     dropped: u64,
+    /// `--timestamps`: the slot's label (`mailer.2`) that follows the time.
+    stamp: Option<String>,
 }
 
 impl Output {
@@ -216,7 +218,31 @@ impl Output {
             sink,
             name: name.to_string(),
             dropped: 0,
+            stamp: None,
         }
+    }
+
+    /// `--timestamps`: prefix every line written to a log file with an
+    /// RFC 3339 UTC time (milliseconds) and `label` (`mailer.2`), as in
+    /// `2026-11-29T12:00:00.123Z mailer.2: text`. Syslog and a terminal
+    /// keep their own framing.
+    pub fn with_timestamps(mut self, label: String) -> Output {
+        self.stamp = Some(label);
+        self
+    }
+
+    fn stamped(&self, line: &[u8]) -> Option<Vec<u8>> {
+        let label = self.stamp.as_ref()?;
+        if !matches!(self.sink, Sink::File(_)) {
+            return None;
+        }
+        let mut out = format!(
+            "{} {label}: ",
+            crate::timefmt::rfc3339_utc_ms(SystemTime::now())
+        )
+        .into_bytes();
+        out.extend_from_slice(line);
+        Some(out)
     }
 
     /// Whether COMMAND's output must be captured through pipes.
@@ -236,7 +262,14 @@ impl Output {
                 self.dropped = 0;
             }
         }
-        if self.emit(stream, line).is_err() {
+        let stamped = match stream {
+            Stream::Event => None,
+            _ => self.stamped(line),
+        };
+        if self
+            .emit(stream, stamped.as_deref().unwrap_or(line))
+            .is_err()
+        {
             self.dropped += 1;
         }
     }
@@ -244,6 +277,12 @@ impl Output {
     /// Writes an rdaemon event: timestamped in a file, tagged in syslog.
     pub fn event(&mut self, msg: &str) {
         let text = match self.sink {
+            Sink::File(_) if self.stamp.is_some() => format!(
+                "{} {}: rdaemon[{}]: {msg}",
+                crate::timefmt::rfc3339_utc_ms(SystemTime::now()),
+                self.stamp.as_deref().unwrap_or_default(),
+                std::process::id()
+            ),
             Sink::File(_) => format!(
                 "{} rdaemon[{}]: {}: {msg}",
                 crate::timefmt::rfc3339_utc(SystemTime::now()),
@@ -338,6 +377,27 @@ mod tests {
             n += 1;
         });
         assert_eq!(n, 2);
+    }
+
+    #[test]
+    fn timestamps_prefix_command_lines_and_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let mut out = Output::new(Sink::File(LogFile::open(&path).unwrap()), "mailer")
+            .with_timestamps("mailer.2".into());
+        out.line(Stream::Stdout, b"hello");
+        out.event("exited");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        for line in &lines {
+            let (ts, rest) = line.split_once(' ').unwrap();
+            assert_eq!(ts.len(), "2026-11-29T12:00:00.123Z".len(), "{line}");
+            assert!(ts.ends_with('Z') && ts.as_bytes()[19] == b'.', "{line}");
+            assert!(rest.starts_with("mailer.2: "), "{line}");
+        }
+        assert!(lines[0].ends_with(" mailer.2: hello"));
+        assert!(lines[1].ends_with(": exited") && lines[1].contains("rdaemon["));
     }
 
     #[test]

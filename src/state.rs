@@ -288,6 +288,62 @@ impl SlotState {
     }
 }
 
+/// The name a tombstone waits under while its slot is released.
+fn tombstone_stage_name(name: &str, index: u32) -> String {
+    format!(".{}.tomb", state_file_name(name, index))
+}
+
+/// Keeps slot `index`'s current state file as a tombstone through the
+/// slot's release (which removes the state file): a second link is made
+/// to it under a dot-file name. Call [`place_tombstone`] once the slot is
+/// released.
+pub fn stage_tombstone(dir: &PidDir, name: &str, index: u32) -> Result<()> {
+    let stage = tombstone_stage_name(name, index);
+    match unlinkat(dir.fd(), stage.as_str(), UnlinkatFlags::NoRemoveDir) {
+        Ok(()) | Err(Errno::ENOENT) => {}
+        Err(e) => return Err(Error::io("remove", dir.path().join(&stage), e.into())),
+    }
+    let file_name = state_file_name(name, index);
+    nix::unistd::linkat(
+        dir.fd(),
+        file_name.as_str(),
+        dir.fd(),
+        stage.as_str(),
+        nix::fcntl::AtFlags::empty(),
+    )
+    .map_err(|e| Error::io("keep as tombstone", dir.path().join(&file_name), e.into()))
+}
+
+/// Puts a staged tombstone back under the state file's name, unless the
+/// slot's next holder has already written its own state there (which then
+/// wins: a tombstone lasts only until the slot's next start).
+pub fn place_tombstone(dir: &PidDir, name: &str, index: u32) -> Result<()> {
+    let stage = tombstone_stage_name(name, index);
+    let file_name = state_file_name(name, index);
+    let placed = nix::fcntl::renameat2(
+        dir.fd(),
+        stage.as_str(),
+        dir.fd(),
+        file_name.as_str(),
+        nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+    );
+    match placed {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let _ = unlinkat(dir.fd(), stage.as_str(), UnlinkatFlags::NoRemoveDir);
+            if e == Errno::EEXIST {
+                Ok(())
+            } else {
+                Err(Error::io(
+                    "leave tombstone",
+                    dir.path().join(&file_name),
+                    e.into(),
+                ))
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

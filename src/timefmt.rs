@@ -15,6 +15,15 @@ pub fn rfc3339_utc(t: SystemTime) -> String {
     )
 }
 
+/// `2026-11-22T17:01:02.123Z` for `t`: milliseconds, for `--timestamps`.
+pub fn rfc3339_utc_ms(t: SystemTime) -> String {
+    let ms = t
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_millis());
+    let whole = rfc3339_utc(t);
+    format!("{}.{ms:03}Z", whole.trim_end_matches('Z'))
+}
+
 /// A duration in seconds for messages, to the millisecond and without
 /// trailing zeros: `0.05s`, `1s`, `2.5s`.
 pub fn secs(d: Duration) -> String {
@@ -49,6 +58,10 @@ mod tests {
         assert_eq!(
             rfc3339_utc(UNIX_EPOCH + Duration::from_secs(1_790_000_000)),
             "2026-09-21T14:13:20Z"
+        );
+        assert_eq!(
+            rfc3339_utc_ms(UNIX_EPOCH + Duration::from_millis(1_790_000_000_042)),
+            "2026-09-21T14:13:20.042Z"
         );
     }
 }

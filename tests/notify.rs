@@ -150,7 +150,7 @@ fn exit_before_ready_fails_the_start() {
     let out = env.run(["--name", "quit", "--notify", "--", "sh", "-c", "exit 4"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("exit 4"),
+        String::from_utf8_lossy(&out.stderr).contains("status 4"),
         "{out:?}"
     );
 }

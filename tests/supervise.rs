@@ -125,9 +125,9 @@ fn status_shows_restarts_and_last_exit() {
             .is_some_and(|s| s["restarts"] == 2 && s["child_pid"].is_number())
     });
     let s = &env.status_json("flaky")[0];
-    assert_eq!(s["last_exit"], "exit 7");
+    assert_eq!(s["last_exit"], "status 7");
     let text = String::from_utf8(env.run(["--status", "flaky"]).stdout).unwrap();
-    assert!(text.contains("exit 7"), "{text}");
+    assert!(text.contains("status 7"), "{text}");
 }
 
 #[test]
@@ -288,11 +288,14 @@ fn stdout_and_stderr_reach_the_log_file() {
         "to-stderr",
         "partial",
         "started sh as PID",
-        "exited (exit 0)",
+        "exited (status 0)",
         "exiting",
     ] {
         assert!(text.contains(want), "missing {want:?} in:\n{text}");
     }
+    // The unterminated last line is written before the exit event.
+    let partial = text.find("partial").unwrap();
+    assert!(partial < text.find("exited (status 0)").unwrap(), "{text}");
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
         std::fs::metadata(&log).unwrap().permissions().mode() & 0o777,

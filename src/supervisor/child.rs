@@ -1,15 +1,14 @@
-//! Starting COMMAND: its process group, identity, environment and
-//! descriptors.
+//! Starting COMMAND: its process group, identity, environment, signal
+//! state, death signal and descriptors.
 
 use std::ffi::{CString, OsString};
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use nix::fcntl::{FcntlArg, FdFlag, fcntl};
-use nix::sys::stat::Mode;
 use nix::unistd::{Gid, Group, Uid, User};
 
 /// `--user USER[:GROUP]`, resolved once at start-up.
@@ -90,6 +89,14 @@ pub struct ChildIo<'a> {
 /// image is complete (see [`crate::proc::await_exec_image`]); exec
 /// failures come back as the errno (std's CLOEXEC error pipe carries it
 /// from the child).
+///
+/// In the child, before exec and in this order: the slot's lock descriptor
+/// is made inheritable, the umask set, the identity assumed (`--user`), the
+/// working directory changed (as that identity), every signal unblocked
+/// and put back to its default action (nothing the caller blocked or
+/// ignored reaches COMMAND), and `PR_SET_PDEATHSIG(SIGTERM)` set, last,
+/// because a credential change clears it: COMMAND is told when its
+/// supervisor dies.
 pub fn spawn(spec: &ChildSpec, io: &ChildIo<'_>) -> io::Result<i32> {
     let mut cmd = Command::new(&spec.argv[0]);
     cmd.args(&spec.argv[1..]);
@@ -101,9 +108,6 @@ pub fn spawn(spec: &ChildSpec, io: &ChildIo<'_>) -> io::Result<i32> {
         cmd.stderr(Stdio::from(fd.try_clone()?));
     }
     cmd.process_group(0);
-    if let Some(dir) = &spec.chdir {
-        cmd.current_dir(dir);
-    }
     if let Some(id) = &spec.identity {
         cmd.env("USER", &id.user)
             .env("LOGNAME", &id.user)
@@ -118,31 +122,55 @@ pub fn spawn(spec: &ChildSpec, io: &ChildIo<'_>) -> io::Result<i32> {
     for (k, v) in spec.env.iter().chain(io.extra_env.iter()) {
         cmd.env(k, v);
     }
-    let Some(ident) = spec.identity.clone() else {
-        return spawn_without_hook(&mut cmd, io.lock_fd, spec.umask);
-    };
     let lock_fd = io.lock_fd.as_raw_fd();
     let umask = spec.umask;
-    let groups: Vec<libc::gid_t> = ident.groups.iter().map(|g| g.as_raw()).collect();
+    let ident = spec.identity.as_ref().map(|id| {
+        let groups: Vec<libc::gid_t> = id.groups.iter().map(|g| g.as_raw()).collect();
+        (groups, id.gid.as_raw(), id.uid.as_raw())
+    });
+    let chdir = match &spec.chdir {
+        Some(dir) => Some(
+            CString::new(dir.as_os_str().as_bytes())
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in --chdir"))?,
+        ),
+        None => None,
+    };
+    // SAFETY: getpid has no preconditions.
+    let supervisor = unsafe { libc::getpid() };
     // SAFETY: the closure runs in the forked child before exec and makes only
     // async-signal-safe system calls (fcntl, umask, setgroups, setgid,
-    // setuid) on values prepared before the fork; it allocates nothing.
+    // setuid, chdir, sigprocmask, signal, prctl, getppid) on values prepared
+    // before the fork; it allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
             // Keep the slot's lock across exec: COMMAND holds the slot too,
-            // so the slot stays held as long as COMMAND runs, even if the
-            // supervisor is killed.
+            // so the slot stays held as long as any of its tree runs, even
+            // if the supervisor is killed.
             if libc::fcntl(lock_fd, libc::F_SETFD, 0) < 0 {
                 return Err(io::Error::last_os_error());
             }
             if let Some(mask) = umask {
                 libc::umask(mask as libc::mode_t);
             }
-            if libc::setgroups(groups.len(), groups.as_ptr()) < 0
-                || libc::setgid(ident.gid.as_raw()) < 0
-                || libc::setuid(ident.uid.as_raw()) < 0
+            if let Some((groups, gid, uid)) = &ident
+                && (libc::setgroups(groups.len(), groups.as_ptr()) < 0
+                    || libc::setgid(*gid) < 0
+                    || libc::setuid(*uid) < 0)
             {
                 return Err(io::Error::last_os_error());
+            }
+            if let Some(dir) = &chdir
+                && libc::chdir(dir.as_ptr()) < 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            reset_signals();
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // The supervisor died before the death signal was armed.
+            if libc::getppid() != supervisor {
+                return Err(io::Error::from_raw_os_error(libc::ESRCH));
             }
             Ok(())
         });
@@ -152,38 +180,55 @@ pub fn spawn(spec: &ChildSpec, io: &ChildIo<'_>) -> io::Result<i32> {
     Ok(child.id() as i32)
 }
 
-/// Spawns COMMAND when there is no identity to assume: what a pre_exec
-/// hook would do in the child (let the lock descriptor survive exec, set
-/// the umask) is done in the supervisor around the spawn instead. Without
-/// a hook std spawns through posix_spawn, a vfork-style clone with musl,
-/// instead of fork(): measured 3-9 % faster starts (BENCHMARKS.md). The
-/// supervisor is single-threaded, so nothing else execs while the lock
-/// descriptor is inheritable, and nothing is created under the changed
-/// umask.
-fn spawn_without_hook(
-    cmd: &mut Command,
-    lock_fd: BorrowedFd<'_>,
-    umask: Option<u32>,
-) -> io::Result<i32> {
-    let inheritable = |yes: bool| {
-        let flags = if yes {
-            FdFlag::empty()
-        } else {
-            FdFlag::FD_CLOEXEC
-        };
-        fcntl(lock_fd, FcntlArg::F_SETFD(flags))
-            .map(drop)
-            .map_err(io::Error::from)
-    };
-    inheritable(true)?;
-    let saved = umask.map(|m| nix::sys::stat::umask(Mode::from_bits_truncate(m as libc::mode_t)));
-    let spawned = cmd.spawn();
-    if let Some(old) = saved {
-        nix::sys::stat::umask(old);
+/// Unblocks every signal and gives every catchable one its default
+/// action. Async-signal-safe (used between fork and exec too).
+pub fn reset_signals() {
+    // SAFETY: sigemptyset/sigprocmask on a local set; signal() with SIG_DFL
+    // for each number; failures (SIGKILL, SIGSTOP, numbers reserved by
+    // libc) are ignored.
+    unsafe {
+        let mut set = std::mem::zeroed::<libc::sigset_t>();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+        for sig in 1..=libc::SIGRTMAX() {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+        }
     }
-    // Later spawns set the flag afresh; failing to clear it only lets the
-    // descriptor reach COMMAND's next run, which gets it anyway.
-    let _ = inheritable(false);
-    // The supervisor reaps with waitpid(); std's handle is not needed.
-    Ok(spawned?.id() as i32)
+}
+
+/// Checks `--chdir DIR` before COMMAND is spawned, so that a missing
+/// directory, a file, or one COMMAND's user may not enter fails the start
+/// with a message naming it, instead of looking like an exec failure.
+/// With an identity, the permission check reads the mode bits (owner,
+/// group, other); the chdir in the child remains the final word.
+pub fn check_dir(dir: &std::path::Path, identity: Option<&Identity>) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let fail = |why: &dyn std::fmt::Display| {
+        format!("cannot change to directory {}: {why}", dir.display())
+    };
+    let meta = std::fs::metadata(dir).map_err(|e| fail(&e))?;
+    if !meta.is_dir() {
+        return Err(fail(&"not a directory"));
+    }
+    match identity {
+        None => nix::unistd::access(dir, nix::unistd::AccessFlags::X_OK).map_err(|e| fail(&e)),
+        Some(id) if id.uid.is_root() => Ok(()),
+        Some(id) => {
+            let mode = meta.mode();
+            let ok = if meta.uid() == id.uid.as_raw() {
+                mode & 0o100 != 0
+            } else if id.groups.iter().any(|g| g.as_raw() == meta.gid()) {
+                mode & 0o010 != 0
+            } else {
+                mode & 0o001 != 0
+            };
+            if ok {
+                Ok(())
+            } else {
+                Err(fail(&format!("permission denied for user {}", id.user)))
+            }
+        }
+    }
 }

@@ -1,8 +1,9 @@
 //! The sd_notify protocol, without systemd.
 //!
 //! Each supervisor gives COMMAND a private datagram socket in `NOTIFY_SOCKET`
-//! (`NAME.i.notify` in the PID directory, mode 0600, owned by COMMAND's
-//! user), so programs that already speak sd_notify (libsystemd,
+//! (`NAME.i.notify` in the PID directory, or a short hashed name when that
+//! path would not fit `sun_path`, see [`socket_path`]; mode 0600, owned by
+//! COMMAND's user), so programs that already speak sd_notify (libsystemd,
 //! `systemd-notify`, the `sd-notify` crate, Python `sdnotify`) work
 //! unchanged. A datagram is newline-separated `KEY=VALUE` assignments; the
 //! supervisor acts on `READY=1`, `WATCHDOG=1`, `WATCHDOG=trigger`,
@@ -161,20 +162,39 @@ pub fn send_to_env_socket(address: &str, message: &str) -> io::Result<()> {
     Ok(())
 }
 
-/// Whether `pid` is `ancestor` or one of its descendants (walking the
-/// parent links in /proc): MAINPID= must name a process of COMMAND's tree.
-pub fn is_descendant(pid: i32, ancestor: i32) -> bool {
-    let mut cur = pid;
-    for _ in 0..64 {
-        if cur == ancestor {
-            return true;
-        }
-        match crate::proc::stat(cur) {
-            Some(st) if st.ppid > 1 => cur = st.ppid,
-            _ => return false,
-        }
+/// Room for a path in `sockaddr_un.sun_path`, its terminating NUL excluded.
+const SUN_PATH_MAX: usize = 107;
+
+/// Where slot `index` of `name` in `dir` gets its notification socket:
+/// `NAME.I.notify` when that path fits `sun_path` (108 bytes), otherwise a
+/// short dot-file name from a hash of `NAME.I` (`.n` and 16 hex digits), so
+/// that every valid NAME works in any PID directory up to about 88 bytes.
+/// The name is fixed for a given NAME and slot, so a reader can compute it
+/// too. Fails when even the short name does not fit.
+pub fn socket_path(dir: &Path, name: &str, index: u32) -> io::Result<PathBuf> {
+    let long = dir.join(format!("{name}.{index}.notify"));
+    if long.as_os_str().len() <= SUN_PATH_MAX {
+        return Ok(long);
     }
-    false
+    let short = dir.join(format!(
+        ".n{:016x}",
+        fnv1a(format!("{name}.{index}").as_bytes())
+    ));
+    if short.as_os_str().len() <= SUN_PATH_MAX {
+        return Ok(short);
+    }
+    Err(io::Error::other(format!(
+        "the PID directory's path is too long for a Unix socket ({} bytes; at most {} fit)",
+        dir.as_os_str().len(),
+        SUN_PATH_MAX - 19
+    )))
+}
+
+/// FNV-1a, 64 bits: a stable hash (unlike std's, fixed across releases).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 #[cfg(test)]
@@ -213,10 +233,21 @@ mod tests {
     }
 
     #[test]
-    fn own_process_is_its_own_descendant() {
-        let me = std::process::id() as i32;
-        assert!(is_descendant(me, me));
-        assert!(!is_descendant(1, me));
+    fn socket_path_fits_sun_path() {
+        let dir = Path::new("/tmp/short");
+        assert_eq!(
+            socket_path(dir, "mailer", 2).unwrap(),
+            Path::new("/tmp/short/mailer.2.notify")
+        );
+        let dir64 = PathBuf::from(format!("/{}", "d".repeat(63)));
+        let name = "n".repeat(52);
+        let p = socket_path(&dir64, &name, 1).unwrap();
+        assert!(p.as_os_str().len() <= SUN_PATH_MAX, "{}", p.display());
+        assert!(p.starts_with(&dir64));
+        assert_ne!(p, socket_path(&dir64, &name, 2).unwrap());
+        assert_eq!(p, socket_path(&dir64, &name, 1).unwrap(), "stable");
+        let huge = PathBuf::from(format!("/{}", "d".repeat(100)));
+        assert!(socket_path(&huge, "x", 1).is_err());
     }
 
     proptest! {

@@ -27,12 +27,25 @@ impl Default for RespawnLimits {
     }
 }
 
+/// How a run of COMMAND ended, for the respawn policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunEnd {
+    /// A planned recycle: a run of at least `--min-uptime`, a status in
+    /// `--recycle-codes`, a memory-limit stop, a restart request. Restarted
+    /// at once, never counted.
+    Recycle,
+    /// A failed run (shorter than `--min-uptime`, or hung): back-off,
+    /// counted toward `--max-respawns`.
+    Failed,
+}
+
 /// What to do after COMMAND ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
     /// Start it again after this pause.
     RestartAfter(Duration),
-    /// `max_respawns` restarts happened within the window: stop trying.
+    /// `max_respawns` restarts after failed runs happened within the
+    /// window: stop trying.
     GiveUp { restarts_in_window: u32 },
 }
 
@@ -53,12 +66,25 @@ impl RespawnState {
         }
     }
 
-    /// COMMAND, started at `started`, ended at `now`: restart or give up?
-    /// A run that lasted a whole window resets the delay to the first one.
-    pub fn on_exit(&mut self, started: Instant, now: Instant) -> Decision {
-        if now.duration_since(started) >= self.limits.window {
-            self.next_delay = self.limits.first_delay;
+    /// The limits this state was made with.
+    pub fn limits(&self) -> RespawnLimits {
+        self.limits
+    }
+
+    /// A run ended at `now`: restart at once (a recycle, which also brings
+    /// the back-off back to its first delay) or after a back-off (a failed
+    /// run, counted), or give up.
+    pub fn on_end(&mut self, end: RunEnd, now: Instant) -> Decision {
+        match end {
+            RunEnd::Recycle => {
+                self.next_delay = self.limits.first_delay;
+                Decision::RestartAfter(Duration::ZERO)
+            }
+            RunEnd::Failed => self.on_failed_run(now),
         }
+    }
+
+    fn on_failed_run(&mut self, now: Instant) -> Decision {
         while self
             .recent
             .front()
@@ -77,6 +103,33 @@ impl RespawnState {
         self.recent.push_back(now);
         Decision::RestartAfter(delay)
     }
+}
+
+/// Classifies a run that ended on its own: a recycle when its status is in
+/// `recycle_codes` or it ran at least `min_uptime`, otherwise failed.
+pub fn classify(
+    status: Option<i32>,
+    ran: Duration,
+    min_uptime: Duration,
+    recycle_codes: &[i32],
+) -> RunEnd {
+    if status.is_some_and(|c| recycle_codes.contains(&c)) || ran >= min_uptime {
+        RunEnd::Recycle
+    } else {
+        RunEnd::Failed
+    }
+}
+
+/// A pause of at most a tenth of `min_uptime` before a recycle, so that
+/// peers that hit their limits together do not restart in the same
+/// instant. Not cryptographic: the clock's nanoseconds mixed with the PID.
+pub fn recycle_jitter(min_uptime: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let mixed =
+        (u64::from(nanos) ^ u64::from(std::process::id()).wrapping_mul(2_654_435_761)) % 1000;
+    (min_uptime / 10).mul_f64(mixed as f64 / 1000.0)
 }
 
 #[cfg(test)]
@@ -98,7 +151,7 @@ mod tests {
         let mut delays = Vec::new();
         let mut t = t0;
         loop {
-            match st.on_exit(t, t) {
+            match st.on_end(RunEnd::Failed, t) {
                 Decision::RestartAfter(d) => {
                     delays.push(d.as_secs());
                     t += d;
@@ -122,37 +175,79 @@ mod tests {
         let t = Instant::now();
         let mut last = Duration::ZERO;
         for _ in 0..10 {
-            if let Decision::RestartAfter(d) = st.on_exit(t, t) {
+            if let Decision::RestartAfter(d) = st.on_end(RunEnd::Failed, t) {
                 last = d;
             }
         }
         assert_eq!(last, MAX_DELAY);
         let mut st = RespawnState::new(limits(2));
-        assert!(matches!(st.on_exit(t, t), Decision::RestartAfter(_)));
-        assert!(matches!(st.on_exit(t, t), Decision::RestartAfter(_)));
-        assert!(matches!(st.on_exit(t, t), Decision::GiveUp { .. }));
+        assert!(matches!(
+            st.on_end(RunEnd::Failed, t),
+            Decision::RestartAfter(_)
+        ));
+        assert!(matches!(
+            st.on_end(RunEnd::Failed, t),
+            Decision::RestartAfter(_)
+        ));
+        assert!(matches!(
+            st.on_end(RunEnd::Failed, t),
+            Decision::GiveUp { .. }
+        ));
         let later = t + Duration::from_secs(61);
         assert!(matches!(
-            st.on_exit(later, later),
+            st.on_end(RunEnd::Failed, later),
             Decision::RestartAfter(_)
         ));
     }
 
     #[test]
-    fn stable_run_resets_delay() {
+    fn recycle_resets_delay_and_is_not_counted() {
         let mut st = RespawnState::new(RespawnLimits {
             max_respawns: 100,
             ..limits(0)
         });
         let t = Instant::now();
         for _ in 0..4 {
-            st.on_exit(t, t);
+            st.on_end(RunEnd::Failed, t);
         }
-        let later = t + Duration::from_secs(120);
         assert_eq!(
-            st.on_exit(t, later),
+            st.on_end(RunEnd::Recycle, t),
+            Decision::RestartAfter(Duration::ZERO)
+        );
+        assert_eq!(
+            st.on_end(RunEnd::Failed, t),
             Decision::RestartAfter(Duration::from_secs(1))
         );
+    }
+
+    #[test]
+    fn recycles_never_give_up() {
+        let mut st = RespawnState::new(limits(1));
+        let t = Instant::now();
+        for _ in 0..100 {
+            assert_eq!(
+                st.on_end(RunEnd::Recycle, t),
+                Decision::RestartAfter(Duration::ZERO)
+            );
+        }
+        assert!(matches!(
+            st.on_end(RunEnd::Failed, t),
+            Decision::RestartAfter(_)
+        ));
+    }
+
+    #[test]
+    fn classification() {
+        let min = Duration::from_secs(10);
+        let short = Duration::from_secs(1);
+        assert_eq!(classify(Some(1), short, min, &[]), RunEnd::Failed);
+        assert_eq!(classify(Some(12), short, min, &[12]), RunEnd::Recycle);
+        assert_eq!(classify(None, short, min, &[12]), RunEnd::Failed);
+        assert_eq!(classify(Some(0), min, min, &[]), RunEnd::Recycle);
+        for _ in 0..50 {
+            assert!(recycle_jitter(min) <= Duration::from_secs(1));
+        }
+        assert_eq!(recycle_jitter(Duration::ZERO), Duration::ZERO);
     }
 
     #[test]
@@ -160,7 +255,7 @@ mod tests {
         let mut st = RespawnState::new(limits(0));
         let t = Instant::now();
         assert_eq!(
-            st.on_exit(t, t),
+            st.on_end(RunEnd::Failed, t),
             Decision::GiveUp {
                 restarts_in_window: 0
             }

@@ -1,0 +1,1165 @@
+//! The supervisor's phases and its one transition function.
+//!
+//! Everything the supervisor decides is here, as data: an [`Event`] comes
+//! in, [`Machine::on`] matches on `(phase, event)`, changes the phase and
+//! returns the [`Action`]s the event loop must carry out (spawn, signal the
+//! tree, publish the state, log, tell the starter, exit). No process is
+//! touched here, no file read, no clock consulted except the `now` each
+//! event brings, so every transition is tested without processes (see the
+//! fake child in the tests below), as s6-supervise's state table and
+//! watchexec's `TestChild` do.
+//!
+//! ```text
+//!          Spawned                READY=1 / first process exited 0 (--forking)
+//!  Idle ───────────▶ Starting ─────────────────────────▶ Running
+//!                       │  stop, lock lost, memory, restart,  │
+//!                       │  COMMAND exited, watchdog, lease    │
+//!                       ▼                                     ▼
+//!                    Stopping{then, kill_at} ◀────────────────┘
+//!                       │ tree empty (SIGKILL at kill_at)
+//!         ┌─────────────┼──────────────────┬───────────────────┐
+//!         ▼             ▼                  ▼                   ▼
+//!   Done(finish)  BackingOff{until}  WaitingForLease{retry}  Spawn (recycle)
+//!                       │ until ──▶ Spawn     │ reclaimed ──▶ Spawn
+//! ```
+//!
+//! Each phase carries its own deadlines (the READY=1 wait in `Starting`,
+//! the watchdog in `Running`, the SIGKILL in `Stopping`, the end of a
+//! back-off); [`Machine::next_deadline`] is all the loop needs to know
+//! when to wake up, and an idle `Running` without `--watchdog` has none.
+
+use std::time::{Duration, Instant};
+
+use super::respawn::{Decision, RespawnLimits, RespawnState, RunEnd, classify, recycle_jitter};
+use super::tree::ExitStatus;
+use crate::state;
+use crate::timefmt::secs;
+
+/// What the starter (the caller of `rdaemon --name …`, or `--foreground`'s
+/// own exit) learns about the first start. `commands.rs` maps it to an
+/// exit status; the supervisor only knows what happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartOutcome {
+    /// COMMAND runs (and, with `--notify`, sent READY=1).
+    Started,
+    /// Every slot is held; the message names the holders.
+    Busy(String),
+    /// The request itself was wrong (a bad name, say).
+    Usage(String),
+    /// COMMAND could not be executed; `errno` from exec.
+    ExecFailed { errno: i32, message: String },
+    /// COMMAND exited before its start was complete.
+    Exited { status: ExitStatus, message: String },
+    /// Anything else; the message names the file or cause.
+    Failed(String),
+}
+
+impl StartOutcome {
+    /// The text for the starter's stderr (empty for `Started`).
+    pub fn message(&self) -> &str {
+        match self {
+            StartOutcome::Started => "",
+            StartOutcome::Busy(m)
+            | StartOutcome::Usage(m)
+            | StartOutcome::Failed(m)
+            | StartOutcome::ExecFailed { message: m, .. }
+            | StartOutcome::Exited { message: m, .. } => m,
+        }
+    }
+}
+
+/// How a supervisor ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Finish {
+    /// Stopped on request (TERM/INT/QUIT, `--stop`).
+    Stopped,
+    /// COMMAND ended on its own and was not restarted: its status.
+    CommandExited(ExitStatus),
+    /// Gave up after too many failed runs; the tombstone is left.
+    GaveUp(ExitStatus),
+    /// The start failed; the starter was told this.
+    StartFailed(StartOutcome),
+    /// Anything else that ended the supervision (lock lost, memory limit
+    /// without `--respawn`, lease lost, a hung COMMAND).
+    Failed,
+}
+
+/// What the machine needs to know of the configuration.
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    pub notify: bool,
+    pub ready_timeout: Duration,
+    pub watchdog: Option<Duration>,
+    pub stop_timeout: Duration,
+    pub respawn: Option<RespawnLimits>,
+    pub finished_codes: Vec<i32>,
+    pub min_uptime: Duration,
+    pub recycle_codes: Vec<i32>,
+    pub forking: bool,
+    /// With `--etcd`: how often to try to reclaim a lost cluster slot.
+    pub lease_retry: Option<Duration>,
+}
+
+/// Every input of the machine.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// The slot is held; start the first run.
+    Begin,
+    /// [`Action::Spawn`] succeeded: COMMAND runs as `pid`.
+    Spawned { pid: i32 },
+    /// [`Action::Spawn`] failed.
+    SpawnFailed(StartOutcome),
+    /// A child was reaped; `tree_empty` says whether any process of the
+    /// tree is left after this reaping round.
+    Reaped {
+        pid: i32,
+        status: ExitStatus,
+        tree_empty: bool,
+    },
+    /// No process of the tree is left.
+    TreeEmpty,
+    /// Answer to [`Action::FindMain`] (`--forking`): the process COMMAND
+    /// left behind, or why none could be trusted.
+    MainFound(Result<i32, String>),
+    /// A stop signal: TERM, INT or QUIT.
+    Stop(i32),
+    /// HUP, USR1 or USR2: for COMMAND's main process.
+    Forward(i32),
+    /// The restart signal (`--restart`).
+    RestartRequested,
+    /// COMMAND's sd_notify message (MAINPID= already vetted by the loop).
+    Notification(super::notify::Notification),
+    /// The slot's PID file was deleted or replaced.
+    SlotLost,
+    /// A reader asked for a heartbeat.
+    HeartbeatQuestion,
+    /// Woken for a deadline (or anything else): the time is `now`.
+    Tick,
+    /// The tree's resident memory is over `--memory-limit`.
+    MemoryOver { rss: u64, limit: u64 },
+    /// The cluster lease can no longer be proven: the tree must be dead by
+    /// `kill_by`.
+    LeaseLost { kill_by: Instant, why: String },
+    /// [`Action::ReclaimLease`] succeeded.
+    LeaseReclaimed,
+    /// [`Action::ReclaimLease`] failed.
+    LeaseBusy(String),
+}
+
+/// What the loop must do, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Start a run of COMMAND; answer with `Spawned` or `SpawnFailed`.
+    Spawn,
+    /// `--forking`: find the process COMMAND left behind; answer with
+    /// `MainFound`.
+    FindMain,
+    /// Send this signal to every live process of the tree.
+    SignalTree(i32),
+    /// Send this signal to COMMAND's main process (MAINPID= if given).
+    SignalMain(i32),
+    /// Write the state file from [`Machine`]'s accessors.
+    Publish,
+    /// Write an event line to the log.
+    Log(String),
+    /// Write out what COMMAND's pipes hold, partial last lines included.
+    FlushOutput,
+    /// Tell the starter how the first start went (once).
+    ReportReady(StartOutcome),
+    /// Pass this to rdaemon's own `$NOTIFY_SOCKET` (systemd).
+    TellUpstream(&'static str),
+    /// Verify the slot and refresh the heartbeat.
+    AnswerHeartbeat,
+    /// Try to claim a cluster slot again; answer `LeaseReclaimed` or
+    /// `LeaseBusy`.
+    ReclaimLease,
+    /// Release everything and end with this.
+    Exit(Finish),
+}
+
+/// What follows a stop, once the tree is empty.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Then {
+    /// End the supervisor.
+    Exit(Finish),
+    /// Start afresh at once (memory limit, restart request); `jitter`
+    /// spreads peers that recycle together.
+    Recycle { jitter: bool },
+    /// A failed run (hung, no READY=1): back off, counted.
+    FailedRun,
+    /// COMMAND exited on its own after running `ran`: the respawn policy
+    /// decides once its leftovers are gone.
+    Decide { status: ExitStatus, ran: Duration },
+    /// The cluster lease was lost: wait for a cluster slot.
+    WaitLease,
+}
+
+/// One run of COMMAND.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Run {
+    /// The main process: COMMAND, or with `--forking` first COMMAND's first
+    /// process and then the process it left behind.
+    pub main: i32,
+    pub started: Instant,
+    /// The main process has exited (been reaped).
+    pub main_gone: bool,
+}
+
+/// The supervisor's phase.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Phase {
+    /// Before the first spawn.
+    Idle,
+    /// COMMAND runs but its start is not complete: READY=1 not yet sent
+    /// (`--notify`, `awaiting_ready`) or its first process has not yet
+    /// exited (`--forking`, `forking`); both by `start_by`.
+    Starting {
+        run: Run,
+        start_by: Instant,
+        awaiting_ready: bool,
+        forking: bool,
+    },
+    /// COMMAND runs; `watchdog_by` with `--watchdog`.
+    Running {
+        run: Run,
+        watchdog_by: Option<Instant>,
+    },
+    /// The tree is being stopped; SIGKILL at `kill_at`.
+    Stopping {
+        run: Option<Run>,
+        kill_at: Instant,
+        killed: bool,
+        then: Then,
+    },
+    /// Waiting to start COMMAND again.
+    BackingOff { until: Instant },
+    /// The cluster slot was lost (`--etcd --respawn`); try again at
+    /// `retry_at`.
+    WaitingForLease { retry_at: Instant },
+    /// Finished; the loop exits.
+    Done(Finish),
+}
+
+/// The supervisor's decisions: the phase plus the little history the
+/// policy needs.
+#[derive(Debug)]
+pub struct Machine {
+    policy: Policy,
+    phase: Phase,
+    respawn: Option<RespawnState>,
+    /// The starter has not been told the outcome of the first start.
+    starter_waiting: bool,
+    /// A failed first start, told to the starter only once the slot is
+    /// released (so a caller that sees the failure finds the slot free).
+    pending_report: Option<StartOutcome>,
+    restarts: u32,
+    runs: u64,
+    last_exit: Option<ExitStatus>,
+    reason: Option<String>,
+    ready: bool,
+    /// When the current back-off ends (published as `next_try_unix_ms`).
+    next_try: Option<Instant>,
+}
+
+impl Machine {
+    pub fn new(policy: Policy) -> Machine {
+        Machine {
+            respawn: policy.respawn.map(RespawnState::new),
+            policy,
+            phase: Phase::Idle,
+            starter_waiting: true,
+            pending_report: None,
+            restarts: 0,
+            runs: 0,
+            last_exit: None,
+            reason: None,
+            ready: false,
+            next_try: None,
+        }
+    }
+
+    pub fn phase(&self) -> &Phase {
+        &self.phase
+    }
+
+    /// The phase as published in the state file (`None` before the first
+    /// spawn).
+    pub fn published_phase(&self) -> Option<state::Phase> {
+        Some(match &self.phase {
+            Phase::Idle => state::Phase::Starting,
+            Phase::Starting { .. } => state::Phase::Starting,
+            Phase::Running { .. } => state::Phase::Running,
+            Phase::Stopping { .. } => state::Phase::Stopping,
+            Phase::BackingOff { .. } | Phase::WaitingForLease { .. } => state::Phase::Backoff,
+            Phase::Done(Finish::GaveUp(_)) => state::Phase::Failed,
+            Phase::Done(_) => state::Phase::Stopping,
+        })
+    }
+
+    /// COMMAND's main process while a run's main process lives.
+    pub fn main_pid(&self) -> Option<i32> {
+        match &self.phase {
+            Phase::Starting { run, .. } | Phase::Running { run, .. } if !run.main_gone => {
+                Some(run.main)
+            }
+            Phase::Stopping { run: Some(run), .. } if !run.main_gone => Some(run.main),
+            _ => None,
+        }
+    }
+
+    /// Whether a run of COMMAND is in progress (memory is worth sampling).
+    pub fn running(&self) -> bool {
+        matches!(self.phase, Phase::Starting { .. } | Phase::Running { .. })
+    }
+
+    pub fn restarts(&self) -> u32 {
+        self.restarts
+    }
+
+    pub fn runs(&self) -> u64 {
+        self.runs
+    }
+
+    pub fn last_exit(&self) -> Option<ExitStatus> {
+        self.last_exit
+    }
+
+    pub fn reason(&self) -> Option<&str> {
+        self.reason.as_deref()
+    }
+
+    /// `Some(ready)` under `--notify`.
+    pub fn ready(&self) -> Option<bool> {
+        self.policy.notify.then_some(self.ready)
+    }
+
+    pub fn next_try(&self) -> Option<Instant> {
+        match self.phase {
+            Phase::BackingOff { .. } | Phase::WaitingForLease { .. } => self.next_try,
+            _ => None,
+        }
+    }
+
+    /// A failed first start not yet told to the starter.
+    pub fn take_pending_report(&mut self) -> Option<StartOutcome> {
+        self.pending_report.take()
+    }
+
+    /// Whether the starter still waits to hear of the first start.
+    pub fn starter_waiting(&self) -> bool {
+        self.starter_waiting
+    }
+
+    /// The earliest deadline of the current phase.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        match &self.phase {
+            Phase::Starting { start_by, .. } => Some(*start_by),
+            Phase::Running { watchdog_by, .. } => *watchdog_by,
+            Phase::Stopping { kill_at, .. } => Some(*kill_at),
+            Phase::BackingOff { until } => Some(*until),
+            Phase::WaitingForLease { retry_at } => Some(*retry_at),
+            Phase::Idle | Phase::Done(_) => None,
+        }
+    }
+
+    /// The transition function: `(phase, event) -> (phase, actions)`.
+    pub fn on(&mut self, event: Event, now: Instant) -> Vec<Action> {
+        let mut out = Vec::new();
+        let phase = std::mem::replace(&mut self.phase, Phase::Idle);
+        self.phase = match (phase, event) {
+            (Phase::Done(f), _) => Phase::Done(f),
+
+            // ---- spawning ------------------------------------------------
+            (Phase::Idle, Event::Begin) => {
+                out.push(Action::Spawn);
+                Phase::Idle
+            }
+            (Phase::Idle, Event::Spawned { pid }) => self.spawned(pid, now, &mut out),
+            (Phase::Idle, Event::SpawnFailed(outcome)) => {
+                out.push(Action::Log(outcome.message().to_string()));
+                if self.starter_waiting {
+                    self.finish_start_failed(outcome, &mut out)
+                } else {
+                    // A respawn that cannot exec is a failed run.
+                    self.after_run(RunEnd::Failed, None, now, &mut out)
+                }
+            }
+
+            // ---- the main process exits ------------------------------------
+            (
+                Phase::Starting {
+                    run,
+                    start_by,
+                    awaiting_ready,
+                    forking: true,
+                },
+                Event::Reaped {
+                    pid,
+                    status: ExitStatus::Code(0),
+                    ..
+                },
+            ) if pid == run.main => {
+                out.push(Action::FindMain);
+                Phase::Starting {
+                    run: Run {
+                        main_gone: true,
+                        ..run
+                    },
+                    start_by,
+                    awaiting_ready,
+                    forking: true,
+                }
+            }
+            (
+                Phase::Starting { run, .. } | Phase::Running { run, .. },
+                Event::Reaped {
+                    pid,
+                    status,
+                    tree_empty,
+                },
+            ) if pid == run.main => self.main_exited(run, status, tree_empty, now, &mut out),
+            (
+                Phase::Starting {
+                    run,
+                    start_by,
+                    awaiting_ready,
+                    forking: true,
+                },
+                Event::MainFound(found),
+            ) => match found {
+                Ok(main) => {
+                    out.push(Action::Log(format!(
+                        "COMMAND's first process exited; supervising PID {main} it left behind"
+                    )));
+                    let run = Run {
+                        main,
+                        main_gone: false,
+                        ..run
+                    };
+                    if awaiting_ready {
+                        out.push(Action::Publish);
+                        Phase::Starting {
+                            run,
+                            start_by,
+                            awaiting_ready,
+                            forking: false,
+                        }
+                    } else {
+                        self.now_running(run, now, &mut out)
+                    }
+                }
+                Err(why) => {
+                    let msg = format!("COMMAND daemonized, but {why}");
+                    out.push(Action::Log(msg.clone()));
+                    let then = self.failed_start_then(StartOutcome::Failed(msg));
+                    self.begin_stop(Some(run), then, "no main process", now, &mut out)
+                }
+            },
+
+            // ---- readiness and the watchdog ---------------------------------
+            (
+                Phase::Starting {
+                    run,
+                    start_by,
+                    awaiting_ready,
+                    forking,
+                },
+                Event::Notification(n),
+            ) => {
+                if n.watchdog_trigger {
+                    out.push(Action::Log(
+                        "COMMAND asked for a watchdog restart (WATCHDOG=trigger)".into(),
+                    ));
+                    let then = self.hung_then();
+                    self.begin_stop(Some(run), then, "watchdog trigger", now, &mut out)
+                } else if n.ready && awaiting_ready {
+                    out.push(Action::Log("COMMAND is ready".into()));
+                    self.ready = true;
+                    if forking {
+                        out.push(Action::Publish);
+                        Phase::Starting {
+                            run,
+                            start_by,
+                            awaiting_ready: false,
+                            forking,
+                        }
+                    } else {
+                        self.now_running(run, now, &mut out)
+                    }
+                } else {
+                    let start_by = match n.extend_timeout {
+                        Some(extra) => start_by.max(now + extra),
+                        None => start_by,
+                    };
+                    Phase::Starting {
+                        run,
+                        start_by,
+                        awaiting_ready,
+                        forking,
+                    }
+                }
+            }
+            (Phase::Running { run, watchdog_by }, Event::Notification(n)) => {
+                if n.watchdog_trigger {
+                    out.push(Action::Log(
+                        "COMMAND asked for a watchdog restart (WATCHDOG=trigger)".into(),
+                    ));
+                    let then = self.hung_then();
+                    self.begin_stop(Some(run), then, "watchdog trigger", now, &mut out)
+                } else {
+                    let watchdog_by = match self.policy.watchdog {
+                        Some(w) if n.watchdog => Some(now + w),
+                        _ => watchdog_by,
+                    };
+                    Phase::Running { run, watchdog_by }
+                }
+            }
+            (
+                Phase::Starting {
+                    run,
+                    start_by,
+                    awaiting_ready,
+                    forking,
+                },
+                Event::Tick,
+            ) => {
+                if now >= start_by {
+                    let msg = if forking {
+                        format!(
+                            "COMMAND's first process did not exit within {}; stopping it",
+                            secs(self.policy.ready_timeout)
+                        )
+                    } else {
+                        format!(
+                            "COMMAND sent no READY=1 within {}; stopping it",
+                            secs(self.policy.ready_timeout)
+                        )
+                    };
+                    out.push(Action::Log(msg.clone()));
+                    let then = self.failed_start_then(StartOutcome::Failed(msg));
+                    self.begin_stop(Some(run), then, "start timed out", now, &mut out)
+                } else {
+                    Phase::Starting {
+                        run,
+                        start_by,
+                        awaiting_ready,
+                        forking,
+                    }
+                }
+            }
+            (
+                Phase::Running {
+                    run,
+                    watchdog_by: Some(by),
+                },
+                Event::Tick,
+            ) => {
+                if now >= by {
+                    let wd = self.policy.watchdog.unwrap_or_default();
+                    out.push(Action::Log(format!(
+                        "watchdog: no WATCHDOG=1 for {}; COMMAND is hung",
+                        secs(wd)
+                    )));
+                    let then = self.hung_then();
+                    self.begin_stop(Some(run), then, "watchdog timeout", now, &mut out)
+                } else {
+                    Phase::Running {
+                        run,
+                        watchdog_by: Some(by),
+                    }
+                }
+            }
+
+            // ---- requests from outside -------------------------------------
+            (Phase::Starting { run, .. } | Phase::Running { run, .. }, Event::Stop(sig)) => {
+                out.push(Action::Log(format!(
+                    "received {}; stopping",
+                    crate::signal_name(sig)
+                )));
+                let then = if self.starter_waiting {
+                    self.failed_start_then(StartOutcome::Failed(format!(
+                        "received {} before COMMAND was ready",
+                        crate::signal_name(sig)
+                    )))
+                } else {
+                    Then::Exit(Finish::Stopped)
+                };
+                self.begin_stop(Some(run), then, "stop requested", now, &mut out)
+            }
+            (
+                Phase::Stopping {
+                    run,
+                    kill_at,
+                    killed,
+                    then,
+                },
+                Event::Stop(sig),
+            ) => {
+                out.push(Action::Log(format!(
+                    "received {} again; killing",
+                    crate::signal_name(sig)
+                )));
+                out.push(Action::SignalTree(libc::SIGKILL));
+                let then = match then {
+                    Then::Exit(f) => Then::Exit(f),
+                    _ => Then::Exit(Finish::Stopped),
+                };
+                let _ = (kill_at, killed);
+                Phase::Stopping {
+                    run,
+                    kill_at: now + KILL_AGAIN,
+                    killed: true,
+                    then,
+                }
+            }
+            (
+                Phase::BackingOff { .. } | Phase::WaitingForLease { .. } | Phase::Idle,
+                Event::Stop(sig),
+            ) => {
+                out.push(Action::Log(format!(
+                    "received {} while waiting to restart; exiting",
+                    crate::signal_name(sig)
+                )));
+                self.done(Finish::Stopped, &mut out)
+            }
+            (p, Event::Forward(sig)) => {
+                if self.main_of(&p).is_some() {
+                    out.push(Action::SignalMain(sig));
+                }
+                p
+            }
+            (Phase::Starting { run, .. } | Phase::Running { run, .. }, Event::RestartRequested) => {
+                out.push(Action::Log(
+                    "restart requested; stopping COMMAND to start it afresh".into(),
+                ));
+                self.begin_stop(
+                    Some(run),
+                    Then::Recycle { jitter: false },
+                    "restart requested",
+                    now,
+                    &mut out,
+                )
+            }
+            (Phase::BackingOff { .. }, Event::RestartRequested) => {
+                out.push(Action::Log(
+                    "restart requested; starting COMMAND now".into(),
+                ));
+                self.respawn_now(&mut out)
+            }
+            (
+                Phase::Starting { run, .. } | Phase::Running { run, .. },
+                Event::MemoryOver { rss, limit },
+            ) => {
+                let respawn = self.respawn.is_some();
+                out.push(Action::Log(format!(
+                    "memory: COMMAND's process tree uses {} resident, over the limit of {}; stopping{}",
+                    crate::size::format_size(rss),
+                    crate::size::format_size(limit),
+                    if respawn { " and restarting" } else { "" }
+                )));
+                let then = if respawn {
+                    Then::Recycle { jitter: true }
+                } else {
+                    Then::Exit(Finish::Failed)
+                };
+                self.begin_stop(Some(run), then, "memory limit", now, &mut out)
+            }
+
+            // ---- the slot and the lease ------------------------------------
+            (p, Event::SlotLost) => {
+                out.push(Action::Log(
+                    "lock lost: the PID file was deleted or replaced; stopping, a watchdog may start a fresh peer"
+                        .into(),
+                ));
+                match p {
+                    Phase::Starting { run, .. } | Phase::Running { run, .. } => {
+                        let then = if self.starter_waiting {
+                            self.failed_start_then(StartOutcome::Failed(
+                                "lock lost: the PID file was deleted or replaced".into(),
+                            ))
+                        } else {
+                            Then::Exit(Finish::Failed)
+                        };
+                        self.begin_stop(Some(run), then, "lock lost", now, &mut out)
+                    }
+                    Phase::Stopping {
+                        run,
+                        kill_at,
+                        killed,
+                        then,
+                    } => Phase::Stopping {
+                        run,
+                        kill_at,
+                        killed,
+                        then: match then {
+                            Then::Exit(f) => Then::Exit(f),
+                            _ => Then::Exit(Finish::Failed),
+                        },
+                    },
+                    _ => self.done(Finish::Failed, &mut out),
+                }
+            }
+            (p, Event::HeartbeatQuestion) => {
+                out.push(Action::AnswerHeartbeat);
+                p
+            }
+            (p, Event::LeaseLost { kill_by, why }) => {
+                out.push(Action::Log(format!(
+                    "cluster slot lost: {why}; stopping COMMAND before its lease can expire"
+                )));
+                let wait = self.respawn.is_some() && self.policy.lease_retry.is_some();
+                match p {
+                    Phase::Starting { run, .. } | Phase::Running { run, .. } => {
+                        let then = if wait {
+                            Then::WaitLease
+                        } else {
+                            Then::Exit(Finish::Failed)
+                        };
+                        let next =
+                            self.begin_stop(Some(run), then, "cluster slot lost", now, &mut out);
+                        match next {
+                            Phase::Stopping {
+                                run,
+                                kill_at,
+                                killed,
+                                then,
+                            } => Phase::Stopping {
+                                run,
+                                kill_at: kill_at.min(kill_by),
+                                killed,
+                                then,
+                            },
+                            other => other,
+                        }
+                    }
+                    Phase::Stopping {
+                        run,
+                        kill_at,
+                        killed,
+                        then,
+                    } => Phase::Stopping {
+                        run,
+                        kill_at: kill_at.min(kill_by),
+                        killed,
+                        then: match then {
+                            Then::Exit(f) => Then::Exit(f),
+                            _ if wait => Then::WaitLease,
+                            _ => Then::Exit(Finish::Failed),
+                        },
+                    },
+                    Phase::BackingOff { .. } if wait => self.wait_for_lease(now, &mut out),
+                    Phase::WaitingForLease { retry_at } => Phase::WaitingForLease { retry_at },
+                    _ => self.done(Finish::Failed, &mut out),
+                }
+            }
+            (Phase::WaitingForLease { retry_at }, Event::Tick) if now >= retry_at => {
+                out.push(Action::ReclaimLease);
+                // Not due again until the answer says so.
+                Phase::WaitingForLease {
+                    retry_at: now + self.lease_retry(),
+                }
+            }
+            (Phase::WaitingForLease { .. }, Event::LeaseReclaimed) => {
+                out.push(Action::Log("cluster slot claimed again".into()));
+                self.respawn_now(&mut out)
+            }
+            (Phase::WaitingForLease { .. }, Event::LeaseBusy(why)) => {
+                let retry_at = now + self.lease_retry();
+                self.next_try = Some(retry_at);
+                out.push(Action::Log(format!(
+                    "no cluster slot yet ({why}); trying again in {}",
+                    secs(self.lease_retry())
+                )));
+                out.push(Action::Publish);
+                Phase::WaitingForLease { retry_at }
+            }
+
+            // ---- stopping --------------------------------------------------
+            (
+                Phase::Stopping {
+                    run: Some(run),
+                    kill_at,
+                    killed,
+                    then,
+                },
+                Event::Reaped {
+                    pid,
+                    status,
+                    tree_empty,
+                },
+            ) if pid == run.main => {
+                out.push(Action::FlushOutput);
+                out.push(Action::Log(format!(
+                    "PID {pid} stopped ({})",
+                    status.describe()
+                )));
+                self.last_exit = Some(status);
+                let run = Some(Run {
+                    main_gone: true,
+                    ..run
+                });
+                if tree_empty {
+                    self.stopped(run, then, now, &mut out)
+                } else {
+                    out.push(Action::Publish);
+                    Phase::Stopping {
+                        run,
+                        kill_at,
+                        killed,
+                        then,
+                    }
+                }
+            }
+            (
+                Phase::Stopping {
+                    run,
+                    kill_at,
+                    killed: true,
+                    then,
+                },
+                Event::Reaped {
+                    tree_empty: false, ..
+                },
+            ) => {
+                // Something may have forked while SIGKILL went round.
+                out.push(Action::SignalTree(libc::SIGKILL));
+                Phase::Stopping {
+                    run,
+                    kill_at,
+                    killed: true,
+                    then,
+                }
+            }
+            (
+                Phase::Stopping { run, then, .. },
+                Event::TreeEmpty
+                | Event::Reaped {
+                    tree_empty: true, ..
+                },
+            ) => self.stopped(run, then, now, &mut out),
+            (
+                Phase::Stopping {
+                    run,
+                    kill_at,
+                    killed,
+                    then,
+                },
+                Event::Tick,
+            ) if now >= kill_at => {
+                if !killed {
+                    out.push(Action::Log(format!(
+                        "COMMAND's process tree still running {} after SIGTERM; sending SIGKILL",
+                        secs(self.policy.stop_timeout)
+                    )));
+                }
+                out.push(Action::SignalTree(libc::SIGKILL));
+                Phase::Stopping {
+                    run,
+                    kill_at: now + KILL_AGAIN,
+                    killed: true,
+                    then,
+                }
+            }
+
+            // ---- backing off -----------------------------------------------
+            (Phase::BackingOff { until }, Event::Tick) => {
+                if now >= until {
+                    self.respawn_now(&mut out)
+                } else {
+                    Phase::BackingOff { until }
+                }
+            }
+
+            // Anything else changes nothing.
+            (p, _) => p,
+        };
+        out
+    }
+
+    fn main_of(&self, p: &Phase) -> Option<i32> {
+        match p {
+            Phase::Starting { run, .. } | Phase::Running { run, .. } if !run.main_gone => {
+                Some(run.main)
+            }
+            Phase::Stopping { run: Some(run), .. } if !run.main_gone => Some(run.main),
+            _ => None,
+        }
+    }
+
+    fn lease_retry(&self) -> Duration {
+        self.policy.lease_retry.unwrap_or(Duration::from_secs(3))
+    }
+
+    fn spawned(&mut self, pid: i32, now: Instant, out: &mut Vec<Action>) -> Phase {
+        self.runs += 1;
+        self.ready = false;
+        self.reason = None;
+        self.next_try = None;
+        let run = Run {
+            main: pid,
+            started: now,
+            main_gone: false,
+        };
+        if self.policy.notify || self.policy.forking {
+            out.push(Action::Publish);
+            Phase::Starting {
+                run,
+                start_by: now + self.policy.ready_timeout,
+                awaiting_ready: self.policy.notify,
+                forking: self.policy.forking,
+            }
+        } else {
+            self.now_running(run, now, out)
+        }
+    }
+
+    fn now_running(&mut self, run: Run, now: Instant, out: &mut Vec<Action>) -> Phase {
+        self.reason = None;
+        out.push(Action::Publish);
+        if std::mem::take(&mut self.starter_waiting) {
+            out.push(Action::ReportReady(StartOutcome::Started));
+            out.push(Action::TellUpstream("READY=1"));
+        }
+        Phase::Running {
+            run,
+            watchdog_by: self.policy.watchdog.map(|w| now + w),
+        }
+    }
+
+    /// COMMAND's main process exited on its own.
+    fn main_exited(
+        &mut self,
+        run: Run,
+        status: ExitStatus,
+        tree_empty: bool,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) -> Phase {
+        out.push(Action::FlushOutput);
+        out.push(Action::Log(format!(
+            "PID {} exited ({})",
+            run.main,
+            status.describe()
+        )));
+        self.last_exit = Some(status);
+        let run = Run {
+            main_gone: true,
+            ..run
+        };
+        let then = if self.starter_waiting {
+            let what = if self.policy.notify {
+                "before it sent READY=1"
+            } else {
+                "during its start"
+            };
+            self.failed_start_then(StartOutcome::Exited {
+                status,
+                message: format!("COMMAND exited ({}) {what}", status.describe()),
+            })
+        } else {
+            Then::Decide {
+                status,
+                ran: now.saturating_duration_since(run.started),
+            }
+        };
+        if tree_empty {
+            self.stopped(Some(run), then, now, out)
+        } else {
+            out.push(Action::Log("stopping what COMMAND left running".into()));
+            self.begin_stop(
+                Some(run),
+                then,
+                "COMMAND exited; stopping what it left running",
+                now,
+                out,
+            )
+        }
+    }
+
+    fn hung_then(&mut self) -> Then {
+        if self.respawn.is_some() && !self.starter_waiting {
+            Then::FailedRun
+        } else {
+            self.failed_start_then(StartOutcome::Failed("COMMAND is hung (watchdog)".into()))
+        }
+    }
+
+    /// What follows a stop that fails the start, when the starter still
+    /// waits: remember the report for after the release.
+    fn failed_start_then(&mut self, outcome: StartOutcome) -> Then {
+        if self.starter_waiting {
+            self.pending_report = Some(outcome.clone());
+            Then::Exit(Finish::StartFailed(outcome))
+        } else if self.respawn.is_some() {
+            Then::FailedRun
+        } else {
+            Then::Exit(Finish::Failed)
+        }
+    }
+
+    fn begin_stop(
+        &mut self,
+        run: Option<Run>,
+        then: Then,
+        reason: &str,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) -> Phase {
+        self.reason = Some(reason.to_string());
+        out.push(Action::SignalTree(libc::SIGTERM));
+        // A stopped process would not see SIGTERM until continued.
+        out.push(Action::SignalTree(libc::SIGCONT));
+        out.push(Action::Publish);
+        Phase::Stopping {
+            run,
+            kill_at: now + self.policy.stop_timeout,
+            killed: false,
+            then,
+        }
+    }
+
+    /// The tree is empty: carry out what the stop was for.
+    fn stopped(
+        &mut self,
+        run: Option<Run>,
+        then: Then,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) -> Phase {
+        let _ = run;
+        match then {
+            Then::Exit(f) => self.done(f, out),
+            Then::Recycle { jitter } => {
+                if let Some(rs) = &mut self.respawn {
+                    rs.on_end(RunEnd::Recycle, now);
+                }
+                let pause = if jitter {
+                    recycle_jitter(self.policy.min_uptime)
+                } else {
+                    Duration::ZERO
+                };
+                self.restart_after(pause, "recycle", now, out)
+            }
+            Then::FailedRun => self.after_run(RunEnd::Failed, self.last_exit, now, out),
+            Then::Decide { status, ran } => {
+                let code = match status {
+                    ExitStatus::Code(c) => Some(c),
+                    ExitStatus::Signal(_) => None,
+                };
+                let finished = code.is_some_and(|c| self.policy.finished_codes.contains(&c));
+                if self.respawn.is_none() {
+                    self.done(Finish::CommandExited(status), out)
+                } else if finished {
+                    out.push(Action::Log(format!(
+                        "{} means finished; not restarting",
+                        status.describe()
+                    )));
+                    self.done(Finish::CommandExited(status), out)
+                } else {
+                    let end = classify(
+                        code,
+                        ran,
+                        self.policy.min_uptime,
+                        &self.policy.recycle_codes,
+                    );
+                    self.after_run(end, Some(status), now, out)
+                }
+            }
+            Then::WaitLease => self.wait_for_lease(now, out),
+        }
+    }
+
+    fn wait_for_lease(&mut self, now: Instant, out: &mut Vec<Action>) -> Phase {
+        let retry_at = now + self.lease_retry();
+        self.reason = Some("waiting for a cluster slot".into());
+        self.next_try = Some(retry_at);
+        out.push(Action::Publish);
+        Phase::WaitingForLease { retry_at }
+    }
+
+    /// A run ended (`status` if known): restart per the policy, or give up.
+    fn after_run(
+        &mut self,
+        end: RunEnd,
+        status: Option<ExitStatus>,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) -> Phase {
+        let Some(rs) = self.respawn.as_mut() else {
+            return self.done(status.map_or(Finish::Failed, Finish::CommandExited), out);
+        };
+        let why = status.map_or_else(
+            || "a failed run".to_string(),
+            |s| format!("exit {}", s.describe()),
+        );
+        match (end, rs.on_end(end, now)) {
+            (RunEnd::Recycle, _) => {
+                let pause = recycle_jitter(self.policy.min_uptime);
+                self.restart_after(pause, "recycle", now, out)
+            }
+            (RunEnd::Failed, Decision::RestartAfter(delay)) => {
+                out.push(Action::Log(format!("restarting in {}", secs(delay))));
+                self.reason = Some(why);
+                self.next_try = Some(now + delay);
+                out.push(Action::Publish);
+                Phase::BackingOff { until: now + delay }
+            }
+            (RunEnd::Failed, Decision::GiveUp { restarts_in_window }) => {
+                let limits = rs.limits();
+                out.push(Action::Log(format!(
+                    "giving up: {restarts_in_window} restarts within {} (--max-respawns {})",
+                    secs(limits.window),
+                    limits.max_respawns
+                )));
+                self.reason = Some(format!(
+                    "gave up after {} failed runs within {} (--max-respawns {})",
+                    restarts_in_window + 1,
+                    secs(limits.window),
+                    limits.max_respawns
+                ));
+                let last = status.or(self.last_exit).unwrap_or(ExitStatus::Code(1));
+                self.done(Finish::GaveUp(last), out)
+            }
+        }
+    }
+
+    fn restart_after(
+        &mut self,
+        pause: Duration,
+        why: &str,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) -> Phase {
+        if pause.is_zero() {
+            out.push(Action::Log(format!("{why}: restarting now")));
+            return self.respawn_now(out);
+        }
+        out.push(Action::Log(format!("{why}: restarting in {}", secs(pause))));
+        self.reason = Some(why.to_string());
+        self.next_try = Some(now + pause);
+        out.push(Action::Publish);
+        Phase::BackingOff { until: now + pause }
+    }
+
+    fn respawn_now(&mut self, out: &mut Vec<Action>) -> Phase {
+        self.restarts += 1;
+        out.push(Action::Spawn);
+        // Idle until Spawned or SpawnFailed comes back.
+        Phase::Idle
+    }
+
+    fn finish_start_failed(&mut self, outcome: StartOutcome, out: &mut Vec<Action>) -> Phase {
+        self.pending_report = Some(outcome.clone());
+        self.done(Finish::StartFailed(outcome), out)
+    }
+
+    fn done(&mut self, finish: Finish, out: &mut Vec<Action>) -> Phase {
+        out.push(Action::TellUpstream("STOPPING=1"));
+        out.push(Action::Exit(finish.clone()));
+        Phase::Done(finish)
+    }
+}
+
+/// How often SIGKILL goes round again while a killed tree is not yet
+/// empty (a process forked while the first SIGKILL went round).
+const KILL_AGAIN: Duration = Duration::from_secs(1);
