@@ -130,6 +130,47 @@ pub fn await_exec_image(pid: i32, limit: Duration) {
     }
 }
 
+/// Waits until process `pid` has settled after its exec: it sleeps or
+/// waits (any state but running), or it has exited. Returns true when it
+/// exited (a zombie, or gone).
+///
+/// This is how a start tells "COMMAND dies at once" (a bad configuration,
+/// a missing file) from "COMMAND runs": a program that is up blocks soon,
+/// in `accept`, `poll`, `read` or `nanosleep`, typically within a
+/// millisecond of its exec; one that fails at once exits without ever
+/// blocking. A program that computes for longer than `limit` before it
+/// first blocks counts as running.
+pub fn await_settled(pid: i32, limit: Duration) -> bool {
+    use std::os::unix::fs::FileExt;
+    const SPIN: Duration = Duration::from_millis(2);
+    let Ok(file) = fs::File::open(format!("/proc/{pid}/stat")) else {
+        return true;
+    };
+    let waited = Instant::now();
+    let mut buf = [0u8; 512];
+    loop {
+        // A read at offset 0 asks the kernel afresh.
+        let n = match file.read_at(&mut buf, 0) {
+            Ok(n) if n > 0 => n,
+            _ => return true,
+        };
+        match parse_stat(&String::from_utf8_lossy(&buf[..n])).map(|st| st.state) {
+            None | Some(b'Z' | b'X' | b'x') => return true,
+            Some(b'R') => {}
+            Some(_) => return false,
+        }
+        let elapsed = waited.elapsed();
+        if elapsed >= limit {
+            return false;
+        }
+        if elapsed < SPIN {
+            std::thread::yield_now();
+        } else {
+            std::thread::sleep(Duration::from_micros(250));
+        }
+    }
+}
+
 /// Every process that holds an exclusive flock on the file `id`, found by
 /// walking all of `/proc`. Used only when the PID in a locked file is not a
 /// holder (an orphaned COMMAND, or a foreign locker).
@@ -302,6 +343,24 @@ mod tests {
             waited < limit,
             "the wait for a zombie's image ran to its limit"
         );
+    }
+
+    #[test]
+    fn settling_tells_a_quick_exit_from_a_sleeper() {
+        let mut quick = std::process::Command::new("/bin/sh")
+            .args(["-c", "exit 3"])
+            .spawn()
+            .unwrap();
+        assert!(await_settled(quick.id() as i32, Duration::from_secs(30)));
+        let _ = quick.wait();
+        let mut sleeper = std::process::Command::new("/bin/sh")
+            .args(["-c", "read line"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        assert!(!await_settled(sleeper.id() as i32, Duration::from_secs(30)));
+        let _ = sleeper.kill();
+        let _ = sleeper.wait();
     }
 
     #[test]

@@ -92,7 +92,16 @@ struct Supervisor<'r> {
     watchdog_published: Option<Instant>,
     /// Events produced while carrying out actions (spawn results).
     queue: VecDeque<Event>,
+    /// The current run's last lines on stderr, for a start that fails.
+    stderr_tail: VecDeque<String>,
 }
+
+/// How many of COMMAND's last stderr lines a failed start quotes.
+const STDERR_TAIL: usize = 5;
+
+/// How long a first start waits at most for COMMAND to block or exit
+/// (see [`crate::proc::await_settled`]).
+const SETTLE_LIMIT: Duration = Duration::from_millis(50);
 
 /// Releases what was taken so far and reports a start that failed before
 /// the loop began.
@@ -245,6 +254,7 @@ pub(super) fn run(cfg: Config, ready: &mut dyn Readiness) -> Finish {
         command_started_ms: None,
         watchdog_published: None,
         queue: VecDeque::new(),
+        stderr_tail: VecDeque::new(),
     };
     sup.event_loop()
 }
@@ -361,7 +371,10 @@ impl Supervisor<'_> {
             if woken.signals {
                 for sig in self.signals.take() {
                     match sig {
-                        libc::SIGCHLD => self.reap(),
+                        libc::SIGCHLD => {
+                            self.reap();
+                            self.drain_queue();
+                        }
                         libc::SIGTERM | libc::SIGINT | libc::SIGQUIT => self.feed(Event::Stop(sig)),
                         libc::SIGHUP | libc::SIGUSR1 | libc::SIGUSR2 => {
                             self.feed(Event::Forward(sig))
@@ -394,6 +407,10 @@ impl Supervisor<'_> {
     /// events those produced.
     fn feed(&mut self, event: Event) {
         self.queue.push_back(event);
+        self.drain_queue();
+    }
+
+    fn drain_queue(&mut self) {
         while let Some(ev) = self.queue.pop_front() {
             let actions = self.machine.on(ev, Instant::now());
             for action in actions {
@@ -407,6 +424,16 @@ impl Supervisor<'_> {
             Action::Spawn => {
                 let ev = self.spawn();
                 self.queue.push_back(ev);
+            }
+            Action::AwaitSettled => {
+                if let Some(pid) = self.machine.main_pid() {
+                    if crate::proc::await_settled(pid, SETTLE_LIMIT) {
+                        // Died at once: its Reaped tells the machine.
+                        self.reap();
+                    } else {
+                        self.queue.push_back(Event::Settled);
+                    }
+                }
             }
             Action::FindMain => {
                 let found = self.find_main();
@@ -425,6 +452,7 @@ impl Supervisor<'_> {
             Action::Log(msg) => self.event(&msg),
             Action::FlushOutput => self.drain_pipes(true),
             Action::ReportReady(outcome) => {
+                let outcome = self.with_stderr_tail(outcome);
                 if let Some(r) = self.ready.take() {
                     r.report(&outcome);
                 }
@@ -506,6 +534,7 @@ impl Supervisor<'_> {
             }
         };
         self.main_override = None;
+        self.stderr_tail.clear();
         self.command_started_ms = epoch_ms(SystemTime::now());
         self.watchdog_published = None;
         self.next_sample = self
@@ -611,8 +640,8 @@ impl Supervisor<'_> {
         }
     }
 
-    /// Reaps every child that exited and tells the machine; the last
-    /// report says whether the tree is now empty.
+    /// Reaps every child that exited and queues the news for the
+    /// machine; the last report says whether the tree is now empty.
     fn reap(&mut self) {
         let reaped = tree::reap_all();
         if reaped.is_empty() {
@@ -623,11 +652,27 @@ impl Supervisor<'_> {
         let empty = tree::is_empty();
         let n = reaped.len();
         for (i, (pid, status)) in reaped.into_iter().enumerate() {
-            self.feed(Event::Reaped {
+            self.queue.push_back(Event::Reaped {
                 pid,
                 status,
                 tree_empty: empty && i + 1 == n,
             });
+        }
+    }
+
+    /// A start that failed because COMMAND exited quotes its last stderr
+    /// lines, when they were captured.
+    fn with_stderr_tail(&self, outcome: StartOutcome) -> StartOutcome {
+        match outcome {
+            StartOutcome::Exited { status, message } if !self.stderr_tail.is_empty() => {
+                let mut message = format!("{message}; its last lines on stderr:");
+                for line in &self.stderr_tail {
+                    message.push_str("\n  ");
+                    message.push_str(line);
+                }
+                StartOutcome::Exited { status, message }
+            }
+            other => other,
         }
     }
 
@@ -687,21 +732,31 @@ impl Supervisor<'_> {
     /// with `flush`, also the partial last lines.
     fn drain_pipes(&mut self, flush: bool) {
         let Some(p) = &mut self.pipes else { return };
+        let tail = &mut self.stderr_tail;
         let mut out = lock(&self.output);
         let mut buf = [0u8; 65536];
         for (fd, lb, stream) in [
             (&p.stdout.0, &mut p.out_buf, Stream::Stdout),
             (&p.stderr.0, &mut p.err_buf, Stream::Stderr),
         ] {
+            let mut emit = |line: &[u8]| {
+                out.line(stream, line);
+                if stream == Stream::Stderr {
+                    if tail.len() == STDERR_TAIL {
+                        tail.pop_front();
+                    }
+                    tail.push_back(String::from_utf8_lossy(&line[..line.len().min(200)]).into());
+                }
+            };
             // Bounded, so a chatty COMMAND cannot starve signal handling.
             for _ in 0..16 {
                 match nix::unistd::read(fd.as_fd(), &mut buf) {
                     Ok(0) | Err(_) => break,
-                    Ok(n) => lb.feed(&buf[..n], |line| out.line(stream, line)),
+                    Ok(n) => lb.feed(&buf[..n], &mut emit),
                 }
             }
             if flush {
-                lb.flush(|line| out.line(stream, line));
+                lb.flush(&mut emit);
             }
         }
     }
@@ -884,7 +939,7 @@ impl Supervisor<'_> {
             let outcome = self.machine.take_pending_report().unwrap_or_else(|| {
                 StartOutcome::Failed("the supervisor ended before COMMAND was started".into())
             });
-            r.report(&outcome);
+            r.report(&self.with_stderr_tail(outcome));
         }
         finish
     }

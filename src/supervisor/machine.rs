@@ -109,6 +109,10 @@ pub enum Event {
     Spawned { pid: i32 },
     /// [`Action::Spawn`] failed.
     SpawnFailed(StartOutcome),
+    /// Answer to [`Action::AwaitSettled`]: COMMAND is up (it blocked, or
+    /// computed past the limit) and did not die at once. Had it died, a
+    /// `Reaped` comes instead.
+    Settled,
     /// A child was reaped; `tree_empty` says whether any process of the
     /// tree is left after this reaping round.
     Reaped {
@@ -151,6 +155,9 @@ pub enum Event {
 pub enum Action {
     /// Start a run of COMMAND; answer with `Spawned` or `SpawnFailed`.
     Spawn,
+    /// First start: wait briefly until COMMAND blocks or exits; answer
+    /// with `Settled`, or reap it and answer with `Reaped`.
+    AwaitSettled,
     /// `--forking`: find the process COMMAND left behind; answer with
     /// `MainFound`.
     FindMain,
@@ -455,6 +462,16 @@ impl Machine {
                     self.begin_stop(Some(run), then, "no main process", now, &mut out)
                 }
             },
+
+            (
+                Phase::Starting {
+                    run,
+                    awaiting_ready: false,
+                    forking: false,
+                    ..
+                },
+                Event::Settled,
+            ) => self.now_running(run, now, &mut out),
 
             // ---- readiness and the watchdog ---------------------------------
             (
@@ -900,7 +917,12 @@ impl Machine {
             started: now,
             main_gone: false,
         };
-        if self.policy.notify || self.policy.forking {
+        // The first start is told only once COMMAND did not die at once.
+        let settle = self.starter_waiting && !self.policy.notify && !self.policy.forking;
+        if settle {
+            out.push(Action::AwaitSettled);
+        }
+        if self.policy.notify || self.policy.forking || settle {
             out.push(Action::Publish);
             Phase::Starting {
                 run,
