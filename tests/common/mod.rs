@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod tree;
+
 /// Generous: the suite must pass on a loaded 2-core machine.
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -101,6 +103,13 @@ impl Env {
             pid_dir,
             names: Default::default(),
         }
+    }
+
+    /// The same world with its PID directory at `dir` instead (for tests
+    /// about the directory's path itself).
+    pub fn with_pid_dir(mut self, dir: PathBuf) -> Env {
+        self.pid_dir = dir;
+        self
     }
 
     /// A command for the binary, pointed at this PID directory.

@@ -1,0 +1,767 @@
+//! Issue 12: the supervisor owns COMMAND's whole process tree. Real
+//! processes that escape a process group (`setsid`, double forks,
+//! `setpgid`), self-daemonizing servers, an inherited signal mask, a
+//! SIGKILLed supervisor, rdaemon as PID 1. Every program a test starts
+//! carries a marker (see `common::tree`), so the tests count processes in
+//! `/proc`, and a `Sweep` kills whatever is left when a test ends.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::tree::*;
+use common::*;
+
+/// Starts NAME with `opts` and `command`; returns the exit code.
+fn start_code(env: &Env, name: &str, opts: &[&str], command: &[&str]) -> i32 {
+    let mut args = vec!["--name", name];
+    args.extend_from_slice(opts);
+    args.push("--");
+    args.extend_from_slice(command);
+    let out = run_within(env, DEADLINE, &args);
+    let c = code(&out);
+    if c != 0 && c != 75 {
+        eprintln!(
+            "start of {name} exited {c}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    c
+}
+
+/// (1) A `setsid`'d background child outlives `sh`: it must keep the slot
+/// held (or be stopped with the tree when COMMAND exits), and a second
+/// start under `--max-peers 1` must never run a second copy.
+#[test]
+fn setsid_leftover_never_makes_two_copies() {
+    let env = Env::new();
+    let _sweep = Sweep::new(&env);
+    let m = mark("setsid");
+    let sleep = marked_sleep(&env, &m);
+    let script = format!("setsid {} 300 & sleep 0.2", sleep.display());
+    let cmd = ["sh", "-c", script.as_str()];
+    assert_eq!(start_code(&env, "ss", &["--max-peers", "1"], &cmd), 0);
+    wait_until("the setsid'd sleep runs", || marked(&m).len() == 1);
+    // Keep starting identical copies; every start either finds the slot
+    // held (75) or takes a slot nobody of the tree holds any more.
+    let mut took = 0;
+    let done = poll_until(Duration::from_secs(60), || {
+        let r = start_code(&env, "ss", &["--max-peers", "1"], &cmd);
+        assert!(r == 0 || r == 75, "a start exited {r}");
+        if r == 0 {
+            took += 1;
+        }
+        for _ in 0..10 {
+            let check = env.check("ss");
+            let n = marked(&m).len();
+            assert!(
+                n <= 1,
+                "{n} copies of the setsid'd sleep run under --max-peers 1 (pids {:?})",
+                marked(&m)
+            );
+            if check == 3 {
+                assert_eq!(
+                    n, 0,
+                    "--check says 3 while the setsid'd sleep holds the slot"
+                );
+            }
+            std::thread::yield_now();
+        }
+        (took >= 2).then_some(())
+    });
+    assert!(
+        done.is_some(),
+        "the slot was never free again after COMMAND exited ({took} later starts succeeded)"
+    );
+    wait_until("the last run's leftover stopped and the slot freed", || {
+        marked(&m).is_empty() && env.check("ss") == 3
+    });
+}
+
+/// (2) `--stop` ends a `setsid`'d child, a double-forked grandchild and a
+/// child in its own process group, and exits 0 only once none is left.
+#[test]
+fn stop_ends_every_descendant() {
+    let env = Env::new();
+    let _sweep = Sweep::new(&env);
+    let names = [
+        mark("stop-setsid"),
+        mark("stop-dfork"),
+        mark("stop-pgrp"),
+        mark("stop-main"),
+    ];
+    let p: Vec<_> = names.iter().map(|n| marked_sleep(&env, n)).collect();
+    let script = format!(
+        "setsid {a} 300 & ( {b} 300 & ) ; \
+         {PYTHON} -c 'import os, sys; os.setpgid(0, 0); os.execv(sys.argv[1], sys.argv[1:])' {c} 300 & \
+         exec {main} 300",
+        a = p[0].display(),
+        b = p[1].display(),
+        c = p[2].display(),
+        main = p[3].display()
+    );
+    env.start("tree", &["--stop-timeout", "5"], &["sh", "-c", &script]);
+    wait_until("all four descendants run", || {
+        names.iter().all(|n| marked(n).len() == 1)
+    });
+    let main = marked(&names[3])[0];
+    let regrouped = marked(&names[2])[0];
+    assert_ne!(
+        pgid(regrouped),
+        pgid(main),
+        "the setpgid child has its own group"
+    );
+    stop(&env, "tree");
+    let left: Vec<_> = names
+        .iter()
+        .filter(|n| !marked(n).is_empty())
+        .cloned()
+        .collect();
+    assert!(
+        left.is_empty(),
+        "--stop exited 0 but these survived: {left:?}"
+    );
+    assert_eq!(env.check("tree"), 3);
+}
+
+/// (3a) `--memory-limit` counts a `setsid`'d child and frees it: after the
+/// trip the child is gone, not re-parented to init with its memory.
+#[test]
+fn memory_limit_frees_setsid_child() {
+    let env = Env::new();
+    let _sweep = Sweep::new(&env);
+    let hog_m = mark("memhog");
+    let main_m = mark("memmain");
+    let hog = memory_hog(&env, &hog_m);
+    let main = marked_sleep(&env, &main_m);
+    let grown = env.path("grown");
+    let script = format!(
+        "setsid {PYTHON} {} {} & exec {} 300",
+        hog.display(),
+        grown.display(),
+        main.display()
+    );
+    env.start(
+        "mem",
+        &["--memory-limit", "40M", "--stop-timeout", "2"],
+        &["sh", "-c", &script],
+    );
+    wait_until("the setsid'd child allocated", || {
+        read(&grown).contains("grown")
+    });
+    wait_until(
+        "the memory-limit stop ends the setsid'd child, COMMAND and the slot",
+        || marked(&hog_m).is_empty() && marked(&main_m).is_empty() && env.check("mem") == 3,
+    );
+}
+
+/// (3b) With `--respawn`, each memory-limit restart leaves no old hog
+/// behind: never two at once.
+#[test]
+fn memory_limit_respawn_never_piles_up() {
+    let env = Env::new();
+    let _sweep = Sweep::new(&env);
+    let hog_m = mark("memhog-re");
+    let hog = memory_hog(&env, &hog_m);
+    let runs = env.path("runs");
+    let script = format!(
+        "setsid {PYTHON} {} {} & while :; do sleep 0.05; done",
+        hog.display(),
+        runs.display()
+    );
+    env.start(
+        "memre",
+        &[
+            "--memory-limit",
+            "40M",
+            "--respawn",
+            "--respawn-delay",
+            "0.01",
+            "--max-respawns",
+            "100",
+            "--stop-timeout",
+            "2",
+        ],
+        &["sh", "-c", &script],
+    );
+    wait_until("three memory-limit runs, never two hogs at once", || {
+        let n = marked(&hog_m).len();
+        assert!(
+            n <= 1,
+            "{n} memory hogs alive at once: the old ones were not stopped"
+        );
+        read(&runs).lines().count() >= 3
+    });
+    stop(&env, "memre");
+    assert!(marked(&hog_m).is_empty(), "--stop left a hog running");
+}
+
+/// (4) A caller that blocked TERM/INT/HUP and ignored some signals before
+/// exec'ing rdaemon: COMMAND starts with an empty mask and default
+/// dispositions, HUP is forwarded and `--stop` is graceful.
+#[test]
+fn inherited_signal_mask_is_reset() {
+    let env = Env::new();
+    let _sweep = Sweep::new(&env);
+    let wrapper = py_script(
+        &env,
+        "blocking-wrapper",
+        "import os, signal, sys\n\
+         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGHUP})\n\
+         for s in (signal.SIGHUP, signal.SIGTERM, signal.SIGQUIT, signal.SIGUSR1):\n    signal.signal(s, signal.SIG_IGN)\n\
+         os.execv(sys.argv[1], sys.argv[1:])",
+    );
+    let got = env.path("got");
+    let mask = env.path("mask");
+    let log = env.path("mask.log");
+    let worker_m = mark("maskworker");
+    let worker = sh_script(
+        &env,
+        &worker_m,
+        &format!(
+            "grep -E '^Sig(Blk|Ign):' /proc/$$/status > {mask}.tmp; mv {mask}.tmp {mask}\n\
+             trap 'echo HUP >> {got}' HUP\n\
+             trap 'echo TERM >> {got}; exit 0' TERM\n\
+             echo ready >> {got}\n\
+             while :; do sleep 0.05; done",
+            mask = mask.display(),
+            got = got.display()
+        ),
+    );
+    let mut cmd = Command::new(PYTHON);
+    cmd.arg(&wrapper)
+        .arg(bin())
+        .args([
+            "--name",
+            "mask",
+            "--stop-timeout",
+            "5",
+            "--log",
+            s(&log),
+            "--",
+        ])
+        .arg(&worker)
+        .env("RDAEMON_PID_DIR", &env.pid_dir)
+        .env_remove("XDG_RUNTIME_DIR")
+        .env_remove("NOTIFY_SOCKET");
+    let out = output_within(&env, &mut cmd, DEADLINE);
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    wait_until("COMMAND recorded its signal mask", || mask.exists());
+    let text = read(&mask);
+    let field = |k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}:")))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+    };
+    assert_eq!(
+        field("SigBlk"),
+        Some(0),
+        "COMMAND inherited a blocked mask:\n{text}"
+    );
+    assert_eq!(
+        field("SigIgn"),
+        Some(0),
+        "COMMAND inherited ignored signals:\n{text}"
+    );
+    wait_until("COMMAND set its traps", || read(&got).contains("ready"));
+    let sup = env.read_pid("mask", 1).expect("a PID file");
+    kill(sup, libc::SIGHUP);
+    wait_until("HUP forwarded to COMMAND", || read(&got).contains("HUP"));
+    stop(&env, "mask");
+    assert!(
+        read(&got).contains("TERM"),
+        "COMMAND never saw SIGTERM: {}",
+        read(&got)
+    );
+    let logged = read(&log);
+    assert!(
+        !logged.contains("SIGKILL"),
+        "the stop was not graceful:\n{logged}"
+    );
+    assert!(marked(&worker_m).is_empty());
+}
+
+/// (5) A double-forked grandchild is re-parented to the supervisor (a
+/// child subreaper), which reaps it and stops it on `--stop`.
+#[test]
+fn double_forked_grandchild_belongs_to_the_supervisor() {
+    let env = Env::new();
+    let _sweep = Sweep::new(&env);
+    let g_m = mark("grandchild");
+    let main_m = mark("gc-main");
+    let g = marked_sleep(&env, &g_m);
+    let main = marked_sleep(&env, &main_m);
+    let script = format!("( {} 300 & ) ; exec {} 300", g.display(), main.display());
+    env.start("gc", &["--stop-timeout", "5"], &["sh", "-c", &script]);
+    wait_until("the grandchild runs", || marked(&g_m).len() == 1);
+    let sup = env.read_pid("gc", 1).expect("a PID file");
+    let grandchild = marked(&g_m)[0];
+    let parent = poll_until(DEADLINE, || ppid(grandchild).filter(|&p| p == sup));
+    assert!(
+        parent.is_some(),
+        "the orphaned grandchild's parent is {:?}, not the supervisor {sup}",
+        ppid(grandchild)
+    );
+    stop(&env, "gc");
+    assert!(
+        marked(&g_m).is_empty(),
+        "--stop left the grandchild running"
+    );
+    assert!(marked(&main_m).is_empty());
+}
+
+/// A self-daemonizing server for `--forking`: the launcher starts the
+/// server (which calls `setsid()`), writes its PID to `pidfile` and exits
+/// 0. The server appends its PID to `runs`, and takes 80 MB once `grow`
+/// exists (removing it, so its successor stays small).
+struct Forking {
+    launcher: std::path::PathBuf,
+    server_m: String,
+    pidfile: std::path::PathBuf,
+    runs: std::path::PathBuf,
+    grow: std::path::PathBuf,
+}
+
+fn forking_server(env: &Env, tag: &str) -> Forking {
+    let server_m = mark(&format!("{tag}-server"));
+    let server = py_script(
+        env,
+        &server_m,
+        "import os, sys, time\n\
+         os.setsid()\n\
+         grow, runs = sys.argv[1], sys.argv[2]\n\
+         with open(runs, 'a') as f:\n    f.write('%d\\n' % os.getpid())\n\
+         hold = None\n\
+         while True:\n    \
+             if hold is None and os.path.exists(grow):\n        \
+                 os.unlink(grow)\n        \
+                 hold = b'x' * (80 << 20)\n    \
+             time.sleep(0.05)",
+    );
+    let pidfile = env.path(&format!("{tag}.pidfile"));
+    let runs = env.path(&format!("{tag}.runs"));
+    let grow = env.path(&format!("{tag}.grow"));
+    let launcher = sh_script(
+        env,
+        &mark(&format!("{tag}-launcher")),
+        &format!(
+            "{PYTHON} {} {} {} < /dev/null &\necho $! > {}\nexit 0",
+            server.display(),
+            grow.display(),
+            runs.display(),
+            pidfile.display()
+        ),
+    );
+    Forking {
+        launcher,
+        server_m,
+        pidfile,
+        runs,
+        grow,
+    }
+}
+
+impl Forking {
+    fn opts<'a>(&'a self, extra: &[&'a str]) -> Vec<&'a str> {
+        let mut v = vec!["--forking", "--pidfile", s(&self.pidfile)];
+        v.extend_from_slice(extra);
+        v
+    }
+
+    /// The server's PID from the PID file it wrote.
+    fn main_pid(&self) -> Option<i32> {
+        read(&self.pidfile).trim().parse().ok()
+    }
+}
+
+/// Waits until `--status` shows the server as the slot's running child.
+fn wait_supervising(env: &Env, name: &str, f: &Forking) -> i32 {
+    let mut seen = None;
+    let pid = poll_until(DEADLINE, || {
+        let pid = f.main_pid()?;
+        seen = slot1(env, name);
+        let st = seen.as_ref()?;
+        let shown = st["child_pid"] == pid || st["main_pid"] == pid;
+        (alive(pid) && st["state"] == "running" && shown).then_some(pid)
+    });
+    pid.unwrap_or_else(|| {
+        panic!(
+            "--status never showed the forked server {:?} as the running child: {seen:?}",
+            f.main_pid()
+        )
+    })
+}
+
+/// Waits until a server other than `old` runs and the slot is running
+/// again; never two servers at once.
+fn wait_fresh_server(env: &Env, name: &str, f: &Forking, old: i32) {
+    wait_until("the old server gone and a fresh one supervised", || {
+        let n = marked(&f.server_m).len();
+        assert!(n <= 1, "{n} servers at once");
+        let fresh = f.main_pid().filter(|&p| p != old && alive(p));
+        !alive(old)
+            && fresh.is_some_and(|pid| {
+                slot1(env, name).is_some_and(|st| {
+                    st["state"] == "running" && (st["child_pid"] == pid || st["main_pid"] == pid)
+                })
+            })
+    });
+}
+
+/// (6a) `--forking --pidfile`: the launcher's exit 0 ends the start, the
+/// server it left is supervised (`--status`, `--check`) and `--stop` stops it.
+#[test]
+fn forking_server_is_supervised_and_stopped() {
+    let env = Env::new();
+    let _sweep = Sweep::new(&env);
+    let f = forking_server(&env, "fk");
+    let code = start_code(
+        &env,
+        "fk",
+        &f.opts(&["--stop-timeout", "2"]),
+        &[s(&f.launcher)],
+    );
+    assert_eq!(code, 0, "a --forking start failed");
+    let server = wait_supervising(&env, "fk", &f);
+    assert_eq!(env.check("fk"), 0, "the forked server counts as running");
+    assert_eq!(marked(&f.server_m), vec![server]);
+    stop(&env, "fk");
+    assert!(
+        marked(&f.server_m).is_empty(),
+        "--stop left the forked server running"
+    );
+    assert_eq!(env.check("fk"), 3);
+}
+
+/// Starts a `--forking --respawn` server with `extra` options, waits
+/// until it is supervised, does `disturb` to it and waits for a fresh
+/// server to be supervised in its place; then stops it.
+fn forking_replaced(tag: &str, extra: &[&str], disturb: impl FnOnce(&Forking, i32)) {
+    let env = Env::new();
+    let _sweep = Sweep::new(&env);
+    let f = forking_server(&env, tag);
+    let mut more = vec![
+        "--respawn",
+        "--respawn-delay",
+        "0.01",
+        "--stop-timeout",
+        "2",
+    ];
+    more.extend_from_slice(extra);
+    let opts = f.opts(&more);
+    assert_eq!(start_code(&env, tag, &opts, &[s(&f.launcher)]), 0);
+    let first = wait_supervising(&env, tag, &f);
+    disturb(&f, first);
+    wait_fresh_server(&env, tag, &f, first);
+    assert_eq!(read(&f.runs).lines().count(), 2, "exactly one fresh server");
+    stop(&env, tag);
+    assert!(marked(&f.server_m).is_empty());
+}
+
+/// (6b) `--forking --respawn`: when the server dies, the launcher runs
+/// again and the new server is supervised; never two servers.
+#[test]
+fn forking_server_is_respawned() {
+    forking_replaced("fkre", &[], |_, first| kill(first, libc::SIGKILL));
+}
+
+/// (6c) `--forking --memory-limit`: the server's memory counts; the trip
+/// stops it and `--respawn` starts a fresh one.
+#[test]
+fn forking_server_memory_limit_applies() {
+    forking_replaced("fkmem", &["--memory-limit", "40M"], |f, _| {
+        std::fs::write(&f.grow, "").unwrap()
+    });
+}
+
+/// (7) `--respawn` with a COMMAND that backgrounds a child (plain `&` and
+/// `setsid -f`) and exits: the copies never exceed N.
+#[test]
+fn respawn_of_self_backgrounding_command_never_exceeds_n() {
+    let env = Env::new();
+    let _sweep = Sweep::new(&env);
+    let bg_m = mark("bg-amp");
+    let ss_m = mark("bg-setsid");
+    let bg = marked_sleep(&env, &bg_m);
+    let ss = marked_sleep(&env, &ss_m);
+    let script = format!(
+        "{} 300 & setsid -f {} 300; sleep 0.3",
+        bg.display(),
+        ss.display()
+    );
+    let opts = [
+        "--max-peers",
+        "2",
+        "--respawn",
+        "--respawn-delay",
+        "0.01",
+        "--max-respawns",
+        "100",
+        "--stop-timeout",
+        "2",
+    ];
+    for _ in 0..2 {
+        env.start("bgre", &opts, &["sh", "-c", &script]);
+    }
+    let mut samples = 0u32;
+    wait_until("six restarts in all, never more than 2 copies", || {
+        samples += 1;
+        for m in [&bg_m, &ss_m] {
+            let n = marked(m).len();
+            assert!(
+                n <= 2,
+                "{n} copies of {m} under --max-peers 2 (sample {samples})"
+            );
+        }
+        let restarts: u64 = env
+            .status_json("bgre")
+            .iter()
+            .filter_map(|s| s["restarts"].as_u64())
+            .sum();
+        restarts >= 6
+    });
+    stop(&env, "bgre");
+    assert!(marked(&bg_m).is_empty() && marked(&ss_m).is_empty());
+}
+
+/// A worker that traps TERM: it writes `term`, finishes its job (waits
+/// for `release`, at most 30 s), writes `done` and exits 0.
+fn finishing_worker(
+    env: &Env,
+    name: &str,
+    got: &std::path::Path,
+    release: &std::path::Path,
+) -> std::path::PathBuf {
+    sh_script(
+        env,
+        name,
+        &format!(
+            "trap 'echo term >> {g}; i=0; while [ ! -e {r} ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done; echo done >> {g}; exit 0' TERM\n\
+             echo ready >> {g}\n\
+             while :; do sleep 0.05; done",
+            g = got.display(),
+            r = release.display()
+        ),
+    )
+}
+
+/// (8) SIGKILL of the supervisor: COMMAND gets SIGTERM (PDEATHSIG) and
+/// finishes its job; meanwhile the slot is `orphaned`, `--check` says 150
+/// and a start fails with 75; once COMMAND is gone a start succeeds.
+#[test]
+fn killed_supervisor_orphan_finishes_and_holds_the_slot() {
+    let env = Env::new();
+    let _sweep = Sweep::new(&env);
+    let got = env.path("got");
+    let release = env.path("release");
+    let w_m = mark("orphan-worker");
+    let worker = finishing_worker(&env, &w_m, &got, &release);
+    env.start("orph", &["--stop-timeout", "60"], &[s(&worker)]);
+    wait_until("worker ready", || read(&got).contains("ready"));
+    let sup = env.read_pid("orph", 1).expect("a PID file");
+    let w = marked(&w_m);
+    assert_eq!(w.len(), 1);
+    kill(sup, libc::SIGKILL);
+    wait_until("COMMAND got SIGTERM when its supervisor died", || {
+        read(&got).contains("term")
+    });
+    assert!(marked(&w_m) == w, "the worker is still finishing its job");
+    let st = slot1(&env, "orph").expect("the slot is listed");
+    assert_eq!(st["state"], "orphaned", "{st}");
+    assert!(st["pid"].is_null(), "{st}");
+    assert_eq!(st["child_pid"], w[0], "{st}");
+    assert_eq!(
+        env.check("orph"),
+        150,
+        "an orphaned slot is held but unhealthy"
+    );
+    let again = marked_sleep(&env, &mark("orphan-again"));
+    assert_eq!(
+        start_code(&env, "orph", &["--max-peers", "1"], &[s(&again), "300"]),
+        75,
+        "a start took a slot an orphan still holds"
+    );
+    std::fs::write(&release, "").unwrap();
+    wait_until("the worker finished its job", || {
+        read(&got).contains("done") && marked(&w_m).is_empty()
+    });
+    wait_until("the slot is free", || matches!(env.check("orph"), 1 | 3));
+    assert_eq!(
+        start_code(&env, "orph", &["--max-peers", "1"], &[s(&again), "300"]),
+        0,
+        "a start fails after the orphan exited"
+    );
+    stop(&env, "orph");
+}
+
+/// (8b) `--stop` on an orphaned slot ends every lock holder (here one that
+/// ignores SIGTERM) and cleans up the side files.
+#[test]
+fn stop_ends_an_orphaned_slot() {
+    let env = Env::new();
+    let _sweep = Sweep::new(&env);
+    let got = env.path("got");
+    let w_m = mark("orphan-stubborn");
+    let worker = sh_script(
+        &env,
+        &w_m,
+        &format!(
+            "trap '' TERM\nsystemd-notify --ready\necho ready >> {g}\nwhile :; do sleep 0.05; done",
+            g = got.display()
+        ),
+    );
+    env.start("orst", &["--notify", "--stop-timeout", "1"], &[s(&worker)]);
+    wait_until("worker ready", || read(&got).contains("ready"));
+    let sup = env.read_pid("orst", 1).expect("a PID file");
+    kill(sup, libc::SIGKILL);
+    wait_until("the slot shows as orphaned", || {
+        slot1(&env, "orst").is_some_and(|st| st["state"] == "orphaned")
+    });
+    assert_eq!(env.check("orst"), 150);
+    let out = run_within(
+        &env,
+        Duration::from_secs(60),
+        ["--stop", "orst", "--timeout", "2"],
+    );
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(marked(&w_m).is_empty(), "--stop left the orphan running");
+    assert_eq!(env.check("orst"), 3);
+    let left: Vec<_> = std::fs::read_dir(&env.pid_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("orst."))
+        .collect();
+    assert!(left.is_empty(), "--stop left side files: {left:?}");
+}
+
+/// (9) `rdaemon --foreground` as PID 1 of a PID namespace reaps the
+/// orphans the kernel hands it, and a TERM stops the tree.
+#[test]
+fn pid1_reaps_orphans() {
+    let probe = Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "true"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output();
+    match probe {
+        Ok(o) if o.status.success() => {}
+        other => {
+            eprintln!(
+                "SKIPPED pid1_reaps_orphans: `unshare --pid --fork --mount-proc` is not allowed here: {other:?}"
+            );
+            return;
+        }
+    }
+    let env = Env::new();
+    let _sweep = Sweep::new(&env);
+    let orphan = marked_sleep(&env, &mark("p1-orphan"));
+    let main_m = mark("p1-main");
+    let main = marked_sleep(&env, &main_m);
+    let got = env.path("got");
+    let script = format!(
+        "i=0; while [ $i -lt 20 ]; do ( {o} 0.01 & ) ; i=$((i+1)); done; echo produced >> {g}; exec {m} 300",
+        o = orphan.display(),
+        g = got.display(),
+        m = main.display()
+    );
+    let mut child = Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc"])
+        .arg(bin())
+        .args([
+            "--foreground",
+            "--name",
+            "p1",
+            "--pid-dir",
+            s(&env.pid_dir),
+            "--",
+        ])
+        .args(["sh", "-c", &script])
+        .env_remove("NOTIFY_SOCKET")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let unshare = child.id() as i32;
+    let init = poll_until(DEADLINE, || children(unshare).first().copied())
+        .expect("unshare started rdaemon");
+    wait_until("COMMAND made its orphans", || {
+        read(&got).contains("produced")
+    });
+    let subtree = |root: i32| {
+        let mut all = vec![root];
+        let mut i = 0;
+        while i < all.len() {
+            all.extend(children(all[i]));
+            i += 1;
+        }
+        all
+    };
+    let mut zombies = Vec::new();
+    let reaped = poll_until(DEADLINE, || {
+        zombies = subtree(init)
+            .into_iter()
+            .flat_map(zombie_children)
+            .collect();
+        zombies.is_empty().then_some(())
+    });
+    assert!(
+        reaped.is_some(),
+        "zombies remain under rdaemon as PID 1: {zombies:?}"
+    );
+    kill(init, libc::SIGTERM);
+    let st = wait_child(&mut child, DEADLINE, "rdaemon as PID 1 after SIGTERM");
+    assert_eq!(st.code(), Some(0), "stopped on request: exit 0");
+    assert!(marked(&main_m).is_empty());
+}
+
+/// (10) HUP goes to COMMAND's main process only, never to its children
+/// (one in the same process group, one `setsid`'d).
+#[test]
+fn hup_reaches_only_the_main_process() {
+    let env = Env::new();
+    let _sweep = Sweep::new(&env);
+    let got = env.path("got");
+    let kid = sh_script(
+        &env,
+        &mark("hup-kid"),
+        &format!(
+            "trap 'echo child-HUP-$1 >> {g}' HUP\nwhile :; do echo tick >> {d}/ticks-$1; sleep 0.05; done",
+            g = got.display(),
+            d = env.tmp.path().display()
+        ),
+    );
+    let main = sh_script(
+        &env,
+        &mark("hup-main"),
+        &format!(
+            "trap 'echo main-HUP >> {g}' HUP\n{k} a &\nsetsid {k} b &\necho ready >> {g}\nwhile :; do sleep 0.05; done",
+            g = got.display(),
+            k = kid.display()
+        ),
+    );
+    env.start("hup", &["--stop-timeout", "2"], &[s(&main)]);
+    let ticks = |k: &str| read(&env.path(&format!("ticks-{k}"))).lines().count();
+    wait_until("main and both children running", || {
+        read(&got).contains("ready") && ticks("a") > 0 && ticks("b") > 0
+    });
+    let sup = env.read_pid("hup", 1).expect("a PID file");
+    kill(sup, libc::SIGHUP);
+    wait_until("HUP reached the main process", || {
+        read(&got).contains("main-HUP")
+    });
+    // Any HUP the children got is handled before their loop goes round
+    // again: wait for two more rounds of each.
+    let (a, b) = (ticks("a"), ticks("b"));
+    wait_until("both children went round twice more", || {
+        ticks("a") >= a + 2 && ticks("b") >= b + 2
+    });
+    let text = read(&got);
+    assert!(
+        !text.contains("child-HUP"),
+        "HUP reached COMMAND's children:\n{text}"
+    );
+    stop(&env, "hup");
+}
