@@ -182,17 +182,30 @@ pub fn spawn(spec: &ChildSpec, io: &ChildIo<'_>) -> io::Result<i32> {
 
 /// Unblocks every signal and gives every catchable one its default
 /// action. Async-signal-safe (used between fork and exec too).
+///
+/// The raw `rt_sigaction` system call is used because libc's wrappers
+/// refuse the two real-time signals libc keeps for itself (32 and 33 with
+/// glibc), which a caller may still have left ignored. An all-zero kernel
+/// `sigaction` is SIG_DFL with no flags and an empty mask on every
+/// architecture, whatever the order of its fields.
 pub fn reset_signals() {
-    // SAFETY: sigemptyset/sigprocmask on a local set; signal() with SIG_DFL
-    // for each number; failures (SIGKILL, SIGSTOP, numbers reserved by
-    // libc) are ignored.
+    let default = [0u64; 4];
+    // SAFETY: sigemptyset/sigprocmask on a local set; rt_sigaction with a
+    // zeroed (SIG_DFL) action that outlives the call, no old action, and
+    // the kernel's sigset size; failures (SIGKILL, SIGSTOP) are ignored.
     unsafe {
         let mut set = std::mem::zeroed::<libc::sigset_t>();
         libc::sigemptyset(&mut set);
         libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
         for sig in 1..=libc::SIGRTMAX() {
             if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                libc::signal(sig, libc::SIG_DFL);
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    sig,
+                    default.as_ptr(),
+                    std::ptr::null_mut::<u64>(),
+                    8usize,
+                );
             }
         }
     }

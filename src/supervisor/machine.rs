@@ -917,8 +917,13 @@ impl Machine {
             started: now,
             main_gone: false,
         };
-        // The first start is told only once COMMAND did not die at once.
-        let settle = self.starter_waiting && !self.policy.notify && !self.policy.forking;
+        // The first start is told only once COMMAND did not die at once
+        // (with --respawn a quick death is a failed run, not a failed
+        // start: the supervisor carries on and backs off).
+        let settle = self.starter_waiting
+            && self.respawn.is_none()
+            && !self.policy.notify
+            && !self.policy.forking;
         if settle {
             out.push(Action::AwaitSettled);
         }
@@ -968,6 +973,12 @@ impl Machine {
             main_gone: true,
             ..run
         };
+        // A COMMAND that finished its work at once (status 0) did not fail
+        // to start; only a start that waits for READY=1 needs more.
+        if self.starter_waiting && !self.policy.notify && status == ExitStatus::Code(0) {
+            self.starter_waiting = false;
+            out.push(Action::ReportReady(StartOutcome::Started));
+        }
         let then = if self.starter_waiting {
             let what = if self.policy.notify {
                 "before it sent READY=1"
