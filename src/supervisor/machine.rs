@@ -1196,3 +1196,417 @@ impl Machine {
 /// How often SIGKILL goes round again while a killed tree is not yet
 /// empty (a process forked while the first SIGKILL went round).
 const KILL_AGAIN: Duration = Duration::from_secs(1);
+
+#[cfg(test)]
+mod tests {
+    //! Transitions without processes: a fake child answers the machine's
+    //! actions the way the event loop and a real COMMAND would (as
+    //! watchexec's `TestChild`), on a clock the test moves.
+    use super::*;
+    use crate::supervisor::notify::Notification;
+
+    const TERM: i32 = libc::SIGTERM;
+    const KILL: i32 = libc::SIGKILL;
+
+    /// Answers actions: spawns get PIDs 100, 101, …; the tree obeys
+    /// SIGTERM unless `ignores_term`; SIGKILL always works.
+    struct FakeChild {
+        m: Machine,
+        now: Instant,
+        next_pid: i32,
+        /// Live processes of the tree.
+        alive: Vec<i32>,
+        ignores_term: bool,
+        tree_signals: Vec<i32>,
+        main_signals: Vec<i32>,
+        reports: Vec<StartOutcome>,
+        exits: Vec<Finish>,
+        published: Vec<Option<state::Phase>>,
+        logs: Vec<String>,
+        spawns: usize,
+        reclaim_ok: bool,
+    }
+
+    impl FakeChild {
+        fn new(policy: Policy) -> FakeChild {
+            FakeChild {
+                m: Machine::new(policy),
+                now: Instant::now(),
+                next_pid: 100,
+                alive: Vec::new(),
+                ignores_term: false,
+                tree_signals: Vec::new(),
+                main_signals: Vec::new(),
+                reports: Vec::new(),
+                exits: Vec::new(),
+                published: Vec::new(),
+                logs: Vec::new(),
+                spawns: 0,
+                reclaim_ok: true,
+            }
+        }
+
+        fn started(policy: Policy) -> FakeChild {
+            let mut c = FakeChild::new(policy);
+            c.send(Event::Begin);
+            c
+        }
+
+        fn send(&mut self, ev: Event) {
+            let mut queue = vec![ev];
+            while !queue.is_empty() {
+                let ev = queue.remove(0);
+                for a in self.m.on(ev, self.now) {
+                    match a {
+                        Action::Spawn => {
+                            self.spawns += 1;
+                            let pid = self.next_pid;
+                            self.next_pid += 1;
+                            self.alive.push(pid);
+                            queue.push(Event::Spawned { pid });
+                        }
+                        Action::AwaitSettled => queue.push(Event::Settled),
+                        Action::FindMain => {
+                            let left = self.next_pid + 1000;
+                            self.alive.push(left);
+                            queue.push(Event::MainFound(Ok(left)));
+                        }
+                        Action::SignalTree(sig) => {
+                            self.tree_signals.push(sig);
+                            if sig == KILL || (sig == TERM && !self.ignores_term) {
+                                queue.extend(self.kill_all(sig));
+                            }
+                        }
+                        Action::SignalMain(sig) => self.main_signals.push(sig),
+                        Action::Publish => self.published.push(self.m.published_phase()),
+                        Action::Log(l) => self.logs.push(l),
+                        Action::ReportReady(o) => self.reports.push(o),
+                        Action::Exit(f) => self.exits.push(f),
+                        Action::ReclaimLease => queue.push(if self.reclaim_ok {
+                            Event::LeaseReclaimed
+                        } else {
+                            Event::LeaseBusy("all 2 held".into())
+                        }),
+                        Action::FlushOutput | Action::TellUpstream(_) | Action::AnswerHeartbeat => {
+                        }
+                    }
+                }
+            }
+        }
+
+        fn kill_all(&mut self, sig: i32) -> Vec<Event> {
+            let dead: Vec<i32> = std::mem::take(&mut self.alive);
+            let n = dead.len();
+            dead.into_iter()
+                .enumerate()
+                .map(|(i, pid)| Event::Reaped {
+                    pid,
+                    status: ExitStatus::Signal(sig),
+                    tree_empty: i + 1 == n,
+                })
+                .collect()
+        }
+
+        /// The main process exits on its own; `leftovers` stay alive.
+        fn main_exits(&mut self, code: i32, leftovers: bool) {
+            let main = self.m.main_pid().expect("a main process");
+            self.alive.retain(|&p| p != main);
+            if leftovers {
+                self.alive.push(main + 500);
+            }
+            let tree_empty = self.alive.is_empty();
+            self.send(Event::Reaped {
+                pid: main,
+                status: ExitStatus::Code(code),
+                tree_empty,
+            });
+        }
+
+        fn advance(&mut self, d: Duration) {
+            self.now += d;
+            self.send(Event::Tick);
+        }
+
+        fn is_done(&self) -> bool {
+            matches!(self.m.phase(), Phase::Done(_))
+        }
+    }
+
+    fn policy() -> Policy {
+        Policy {
+            ready_timeout: Duration::from_secs(5),
+            stop_timeout: Duration::from_secs(10),
+            min_uptime: Duration::from_secs(10),
+            ..Policy::default()
+        }
+    }
+
+    fn respawning() -> Policy {
+        Policy {
+            respawn: Some(RespawnLimits {
+                max_respawns: 3,
+                window: Duration::from_secs(60),
+                first_delay: Duration::from_secs(1),
+            }),
+            ..policy()
+        }
+    }
+
+    #[test]
+    fn a_plain_start_runs_once_settled_and_a_stop_ends_the_tree() {
+        let mut c = FakeChild::started(policy());
+        assert_eq!(c.reports, vec![StartOutcome::Started]);
+        assert!(matches!(c.m.phase(), Phase::Running { .. }));
+        assert_eq!(c.m.runs(), 1);
+        assert_eq!(
+            c.m.next_deadline(),
+            None,
+            "an idle supervisor has no deadline"
+        );
+        c.send(Event::Stop(TERM));
+        assert_eq!(c.tree_signals, vec![TERM, libc::SIGCONT]);
+        assert_eq!(c.exits, vec![Finish::Stopped]);
+        assert!(c.published.contains(&Some(state::Phase::Stopping)));
+    }
+
+    #[test]
+    fn a_tree_that_ignores_term_is_killed_at_the_grace() {
+        let mut c = FakeChild::started(policy());
+        c.ignores_term = true;
+        c.send(Event::Stop(TERM));
+        assert!(matches!(c.m.phase(), Phase::Stopping { .. }));
+        c.advance(Duration::from_secs(9));
+        assert!(!c.tree_signals.contains(&KILL));
+        c.advance(Duration::from_secs(1));
+        assert!(c.tree_signals.contains(&KILL));
+        assert_eq!(c.exits, vec![Finish::Stopped]);
+    }
+
+    #[test]
+    fn leftovers_are_stopped_before_the_exit_is_final() {
+        let mut c = FakeChild::started(policy());
+        c.ignores_term = true;
+        c.main_exits(3, true);
+        assert!(
+            matches!(c.m.phase(), Phase::Stopping { .. }),
+            "{:?}",
+            c.m.phase()
+        );
+        assert_eq!(c.tree_signals, vec![TERM, libc::SIGCONT]);
+        assert!(c.exits.is_empty(), "not released while a leftover runs");
+        c.send(Event::Reaped {
+            pid: 600,
+            status: ExitStatus::Code(0),
+            tree_empty: true,
+        });
+        assert_eq!(c.exits, vec![Finish::CommandExited(ExitStatus::Code(3))]);
+    }
+
+    #[test]
+    fn hup_goes_to_the_main_process_only() {
+        let mut c = FakeChild::started(policy());
+        c.send(Event::Forward(libc::SIGHUP));
+        assert_eq!(c.main_signals, vec![libc::SIGHUP]);
+        assert!(c.tree_signals.is_empty());
+    }
+
+    #[test]
+    fn failed_runs_back_off_then_give_up_leaving_failed() {
+        let mut c = FakeChild::started(respawning());
+        let mut delays = Vec::new();
+        while !c.is_done() {
+            c.main_exits(1, false);
+            if let Some(until) = c.m.next_deadline() {
+                delays.push(until - c.now);
+                assert_eq!(c.m.published_phase(), Some(state::Phase::Backoff));
+                c.advance(until - c.now);
+            }
+        }
+        assert_eq!(
+            delays,
+            [1, 2, 4].map(Duration::from_secs).to_vec(),
+            "doubling back-off"
+        );
+        assert_eq!(c.exits, vec![Finish::GaveUp(ExitStatus::Code(1))]);
+        assert_eq!(c.m.published_phase(), Some(state::Phase::Failed));
+        assert!(
+            c.m.reason().unwrap().contains("--max-respawns 3"),
+            "{:?}",
+            c.m.reason()
+        );
+        assert_eq!(c.m.restarts(), 3);
+    }
+
+    #[test]
+    fn long_runs_and_recycle_codes_restart_at_once_and_never_count() {
+        let mut c = FakeChild::started(Policy {
+            recycle_codes: vec![12],
+            min_uptime: Duration::ZERO, // no jitter
+            ..respawning()
+        });
+        for _ in 0..20 {
+            c.now += Duration::from_secs(1);
+            c.main_exits(0, false);
+            assert!(
+                matches!(c.m.phase(), Phase::Running { .. }),
+                "{:?}",
+                c.m.phase()
+            );
+        }
+        let mut c2 = FakeChild::started(Policy {
+            recycle_codes: vec![12],
+            ..respawning()
+        });
+        for _ in 0..20 {
+            c2.main_exits(12, false);
+            // At most a tenth of --min-uptime of jitter, never a back-off.
+            if let Some(until) = c2.m.next_deadline() {
+                assert!(until - c2.now <= Duration::from_secs(1));
+                c2.advance(until - c2.now);
+            }
+            assert!(matches!(c2.m.phase(), Phase::Running { .. }));
+        }
+        assert_eq!(c2.m.restarts(), 20);
+        assert!(c2.exits.is_empty());
+    }
+
+    #[test]
+    fn a_memory_stop_is_a_recycle() {
+        let mut c = FakeChild::started(Policy {
+            min_uptime: Duration::ZERO,
+            ..respawning()
+        });
+        for _ in 0..10 {
+            c.send(Event::MemoryOver { rss: 2, limit: 1 });
+            assert!(matches!(c.m.phase(), Phase::Running { .. }));
+        }
+        assert_eq!(c.m.restarts(), 10);
+        let mut once = FakeChild::started(policy());
+        once.send(Event::MemoryOver { rss: 2, limit: 1 });
+        assert_eq!(once.exits, vec![Finish::Failed]);
+    }
+
+    #[test]
+    fn restart_request_starts_afresh_without_back_off() {
+        let mut c = FakeChild::started(policy());
+        c.send(Event::RestartRequested);
+        assert!(matches!(c.m.phase(), Phase::Running { .. }));
+        assert_eq!((c.m.runs(), c.m.restarts()), (2, 1));
+        assert_eq!(c.tree_signals[0], TERM);
+    }
+
+    #[test]
+    fn notify_start_waits_for_ready_and_fails_after_release() {
+        let mut c = FakeChild::started(Policy {
+            notify: true,
+            ..policy()
+        });
+        assert!(c.reports.is_empty());
+        assert_eq!(c.m.published_phase(), Some(state::Phase::Starting));
+        c.send(Event::Notification(Notification {
+            ready: true,
+            ..Notification::default()
+        }));
+        assert_eq!(c.reports, vec![StartOutcome::Started]);
+        assert_eq!(c.m.ready(), Some(true));
+
+        let mut late = FakeChild::started(Policy {
+            notify: true,
+            ..policy()
+        });
+        late.advance(Duration::from_secs(5));
+        // Told only by the loop, after the slot is released.
+        assert!(late.reports.is_empty());
+        assert!(matches!(late.exits[..], [Finish::StartFailed(_)]));
+        assert!(matches!(
+            late.m.take_pending_report(),
+            Some(StartOutcome::Failed(m)) if m.contains("READY=1")
+        ));
+    }
+
+    #[test]
+    fn dying_at_once_fails_the_start_with_its_status() {
+        let mut c = FakeChild::new(policy());
+        // The fake settles at once; a real COMMAND that died is reaped
+        // instead of settling.
+        for a in c.m.on(Event::Begin, c.now) {
+            assert_eq!(a, Action::Spawn);
+        }
+        c.m.on(Event::Spawned { pid: 7 }, c.now);
+        c.m.on(
+            Event::Reaped {
+                pid: 7,
+                status: ExitStatus::Code(4),
+                tree_empty: true,
+            },
+            c.now,
+        );
+        assert!(matches!(
+            c.m.take_pending_report(),
+            Some(StartOutcome::Exited {
+                status: ExitStatus::Code(4),
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn forking_supervises_what_the_first_process_left() {
+        let mut c = FakeChild::started(Policy {
+            forking: true,
+            ..policy()
+        });
+        assert!(c.reports.is_empty());
+        c.main_exits(0, false);
+        assert_eq!(c.reports, vec![StartOutcome::Started]);
+        let main = c.m.main_pid().unwrap();
+        assert_eq!(main, 1101);
+        c.send(Event::Forward(libc::SIGHUP));
+        assert_eq!(c.main_signals, vec![libc::SIGHUP]);
+    }
+
+    #[test]
+    fn lost_lease_kills_by_its_deadline_then_waits_and_reclaims() {
+        let mut c = FakeChild::started(Policy {
+            lease_retry: Some(Duration::from_secs(3)),
+            ..respawning()
+        });
+        c.ignores_term = true;
+        let kill_by = c.now + Duration::from_secs(4);
+        c.send(Event::LeaseLost {
+            kill_by,
+            why: "etcd unreachable".into(),
+        });
+        assert_eq!(c.m.next_deadline(), Some(kill_by), "before the stop grace");
+        c.advance(Duration::from_secs(4));
+        assert!(c.tree_signals.contains(&KILL));
+        assert!(matches!(c.m.phase(), Phase::WaitingForLease { .. }));
+        c.reclaim_ok = false;
+        c.advance(Duration::from_secs(3));
+        assert!(matches!(c.m.phase(), Phase::WaitingForLease { .. }));
+        assert_eq!(c.spawns, 1);
+        c.reclaim_ok = true;
+        c.advance(Duration::from_secs(3));
+        assert!(matches!(c.m.phase(), Phase::Running { .. }));
+        assert_eq!(c.spawns, 2);
+
+        let mut once = FakeChild::started(policy());
+        once.send(Event::LeaseLost {
+            kill_by: once.now,
+            why: "x".into(),
+        });
+        assert_eq!(once.exits, vec![Finish::Failed]);
+    }
+
+    #[test]
+    fn slot_loss_and_stop_while_backing_off_end_at_once() {
+        let mut c = FakeChild::started(respawning());
+        c.main_exits(1, false);
+        assert!(matches!(c.m.phase(), Phase::BackingOff { .. }));
+        c.send(Event::Stop(TERM));
+        assert_eq!(c.exits, vec![Finish::Stopped]);
+        let mut l = FakeChild::started(policy());
+        l.send(Event::SlotLost);
+        assert_eq!(l.exits, vec![Finish::Failed]);
+    }
+}
