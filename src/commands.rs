@@ -177,6 +177,7 @@ fn start(cli: Cli, name: &str) -> ExitCode {
         pidfile: cli.pidfile.as_deref().map(absolute),
         timestamps: cli.timestamps,
         cluster: None,
+        foreground: cli.foreground,
     };
     if cli.foreground {
         return finish_code(&supervisor::run(

@@ -235,6 +235,7 @@ pub(super) fn run(cfg: Config, ready: &mut dyn Readiness) -> Finish {
         recycle_codes: cfg.recycle_codes.clone(),
         forking: cfg.forking,
         lease_retry: cfg.cluster.as_ref().map(|c| c.lease_ttl / 3),
+        settle: !cfg.foreground,
     };
     let sup = Supervisor {
         machine: Machine::new(policy),

@@ -98,6 +98,9 @@ pub struct Policy {
     pub forking: bool,
     /// With `--etcd`: how often to try to reclaim a lost cluster slot.
     pub lease_retry: Option<Duration>,
+    /// A starter waits for the first start's outcome (not `--foreground`):
+    /// it is told only once COMMAND did not die at once.
+    pub settle: bool,
 }
 
 /// Every input of the machine.
@@ -425,6 +428,24 @@ impl Machine {
                     tree_empty,
                 },
             ) if pid == run.main => self.main_exited(run, status, tree_empty, now, &mut out),
+            // A main process that is not the supervisor's own child (a
+            // --pidfile naming a grandchild) is never reaped here; the
+            // tree going empty says it is gone. Its status is unknown:
+            // the last process reaped stands for it.
+            (
+                Phase::Starting { run, .. } | Phase::Running { run, .. },
+                Event::Reaped {
+                    pid,
+                    status,
+                    tree_empty: true,
+                },
+            ) => {
+                out.push(Action::Log(format!(
+                    "COMMAND's main process PID {} is gone with the rest of its tree (last: PID {pid})",
+                    run.main
+                )));
+                self.main_exited(run, status, true, now, &mut out)
+            }
             (
                 Phase::Starting {
                     run,
@@ -920,7 +941,8 @@ impl Machine {
         // The first start is told only once COMMAND did not die at once
         // (with --respawn a quick death is a failed run, not a failed
         // start: the supervisor carries on and backs off).
-        let settle = self.starter_waiting
+        let settle = self.policy.settle
+            && self.starter_waiting
             && self.respawn.is_none()
             && !self.policy.notify
             && !self.policy.forking;
@@ -928,7 +950,10 @@ impl Machine {
             out.push(Action::AwaitSettled);
         }
         if self.policy.notify || self.policy.forking || settle {
-            out.push(Action::Publish);
+            // The settle wait is too short to be worth a state write.
+            if !settle {
+                out.push(Action::Publish);
+            }
             Phase::Starting {
                 run,
                 start_by: now + self.policy.ready_timeout,
@@ -1334,6 +1359,7 @@ mod tests {
 
     fn policy() -> Policy {
         Policy {
+            settle: true,
             ready_timeout: Duration::from_secs(5),
             stop_timeout: Duration::from_secs(10),
             min_uptime: Duration::from_secs(10),

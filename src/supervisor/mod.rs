@@ -124,6 +124,10 @@ pub struct Config {
     pub timestamps: bool,
     /// `--etcd` & co.: also hold one of M cluster slots.
     pub cluster: Option<crate::etcd::ClusterConfig>,
+    /// `--foreground`: no starter waits for the outcome (the exit status
+    /// is COMMAND's), so a first start is not held back to see whether
+    /// COMMAND dies at once.
+    pub foreground: bool,
 }
 
 /// How the supervisor tells its starter whether COMMAND runs.
