@@ -461,7 +461,8 @@ impl Supervisor<'_> {
             Action::TellUpstream(msg) => self.tell_upstream(msg),
             Action::AnswerHeartbeat => {
                 if !self.daemon.check_now() {
-                    self.queue.push_back(Event::SlotLost);
+                    let why = self.lost_why();
+                    self.queue.push_back(Event::SlotLost(why));
                 }
             }
             Action::ReclaimLease => {
@@ -789,7 +790,13 @@ impl Supervisor<'_> {
         // No more questions to answer, nothing to verify.
         self.inotify = None;
         self.next_tick = None;
-        self.feed(Event::SlotLost);
+        let why = self.lost_why();
+        self.feed(Event::SlotLost(why));
+    }
+
+    fn lost_why(&self) -> String {
+        let path = self.daemon.pid_file().unwrap_or_default();
+        format!("{} was deleted or replaced", path.display())
     }
 
     /// Reads the queued inotify events; the union of their masks. Bounded,

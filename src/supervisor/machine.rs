@@ -136,8 +136,8 @@ pub enum Event {
     RestartRequested,
     /// COMMAND's sd_notify message (MAINPID= already vetted by the loop).
     Notification(super::notify::Notification),
-    /// The slot's PID file was deleted or replaced.
-    SlotLost,
+    /// The slot's PID file was deleted or replaced; the text says which.
+    SlotLost(String),
     /// A reader asked for a heartbeat.
     HeartbeatQuestion,
     /// Woken for a deadline (or anything else): the time is `now`.
@@ -704,11 +704,10 @@ impl Machine {
             }
 
             // ---- the slot and the lease ------------------------------------
-            (p, Event::SlotLost) => {
-                out.push(Action::Log(
-                    "lock lost: the PID file was deleted or replaced; stopping, a watchdog may start a fresh peer"
-                        .into(),
-                ));
+            (p, Event::SlotLost(why)) => {
+                out.push(Action::Log(format!(
+                    "lock lost: {why}; stopping, a watchdog may start a fresh peer"
+                )));
                 match p {
                     Phase::Starting { run, .. } | Phase::Running { run, .. } => {
                         let then = if self.starter_waiting {
@@ -1632,7 +1631,7 @@ mod tests {
         c.send(Event::Stop(TERM));
         assert_eq!(c.exits, vec![Finish::Stopped]);
         let mut l = FakeChild::started(policy());
-        l.send(Event::SlotLost);
+        l.send(Event::SlotLost("gone".into()));
         assert_eq!(l.exits, vec![Finish::Failed]);
     }
 }
