@@ -455,8 +455,16 @@ fn forking_replaced(tag: &str, extra: &[&str], disturb: impl FnOnce(&Forking, i3
     let opts = f.opts(&more);
     assert_eq!(start_code(&env, tag, &opts, &[s(&f.launcher)]), 0);
     let first = wait_supervising(&env, tag, &f);
+    // The server records itself only once Python is up, after the
+    // launcher wrote its PID: wait for that before counting runs.
+    wait_until("the server recorded its run", || {
+        read(&f.runs).lines().count() == 1
+    });
     disturb(&f, first);
     wait_fresh_server(&env, tag, &f, first);
+    wait_until("the fresh server recorded its run", || {
+        read(&f.runs).lines().count() >= 2
+    });
     assert_eq!(read(&f.runs).lines().count(), 2, "exactly one fresh server");
     stop(&env, tag);
     assert!(marked(&f.server_m).is_empty());

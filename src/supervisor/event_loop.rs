@@ -447,6 +447,11 @@ impl Supervisor<'_> {
                         "sent SIGKILL to {n} process(es) of COMMAND's tree"
                     ));
                 }
+                // A stop of a tree that is already gone ends here: no
+                // SIGCHLD is coming to say so.
+                if n == 0 && tree::is_empty() {
+                    self.queue.push_back(Event::TreeEmpty);
+                }
             }
             Action::SignalMain(sig) => self.signal_main(sig),
             Action::Publish => self.publish(),
