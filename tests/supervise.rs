@@ -485,3 +485,37 @@ fn log_file_with_another_hard_link_is_refused() {
     assert_eq!(read(&victim), "precious\n");
     assert_eq!(env.check("hl"), 3, "the failed start released its slot");
 }
+
+/// The state file's `key=value` line for slot 1 of NAME.
+fn state_value(env: &Env, name: &str, key: &str) -> Option<String> {
+    read(&env.pid_dir.join(format!("{name}.1.state")))
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")).map(str::to_string))
+}
+
+/// The restart signal (what `--restart` sends) stops COMMAND's tree and
+/// starts it afresh at once in the same slot: `run` and `restarts` grow,
+/// the phase is `running` again, and nothing of the old tree is left.
+#[test]
+fn restart_signal_starts_command_afresh_in_place() {
+    let env = Env::new();
+    let marker = "supervise-restart-marker";
+    env.start("rst", &[], &["sh", "-c", "sleep 1000 & wait; :", marker]);
+    let sup = env.read_pid("rst", 1).unwrap();
+    wait_until("first run published", || {
+        state_value(&env, "rst", "run").as_deref() == Some("1")
+    });
+    let old = pids_with_arg(marker);
+    assert_eq!(old.len(), 1);
+    kill(sup, libc::SIGRTMAX() - 2);
+    wait_until("second run running", || {
+        state_value(&env, "rst", "run").as_deref() == Some("2")
+            && state_value(&env, "rst", "phase").as_deref() == Some("running")
+    });
+    assert_eq!(state_value(&env, "rst", "restarts").as_deref(), Some("1"));
+    assert_eq!(env.read_pid("rst", 1), Some(sup), "the same supervisor");
+    assert!(old.iter().all(|&p| !alive(p)), "the old COMMAND is gone");
+    assert_eq!(pids_with_arg(marker).len(), 1);
+    assert_eq!(env.status(["--stop", "rst"]), 0);
+    assert!(pids_with_arg(marker).is_empty());
+}

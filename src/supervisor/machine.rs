@@ -836,7 +836,7 @@ impl Machine {
                     ..run
                 });
                 if tree_empty {
-                    self.stopped(run, then, now, &mut out)
+                    self.stopped(then, now, &mut out)
                 } else {
                     out.push(Action::Publish);
                     Phase::Stopping {
@@ -868,12 +868,12 @@ impl Machine {
                 }
             }
             (
-                Phase::Stopping { run, then, .. },
+                Phase::Stopping { then, .. },
                 Event::TreeEmpty
                 | Event::Reaped {
                     tree_empty: true, ..
                 },
-            ) => self.stopped(run, then, now, &mut out),
+            ) => self.stopped(then, now, &mut out),
             (
                 Phase::Stopping {
                     run,
@@ -1020,7 +1020,7 @@ impl Machine {
             }
         };
         if tree_empty {
-            self.stopped(Some(run), then, now, out)
+            self.stopped(then, now, out)
         } else {
             out.push(Action::Log("stopping what COMMAND left running".into()));
             self.begin_stop(
@@ -1076,26 +1076,19 @@ impl Machine {
     }
 
     /// The tree is empty: carry out what the stop was for.
-    fn stopped(
-        &mut self,
-        run: Option<Run>,
-        then: Then,
-        now: Instant,
-        out: &mut Vec<Action>,
-    ) -> Phase {
-        let _ = run;
+    fn stopped(&mut self, then: Then, now: Instant, out: &mut Vec<Action>) -> Phase {
         match then {
             Then::Exit(f) => self.done(f, out),
             Then::Recycle { jitter } => {
                 if let Some(rs) = &mut self.respawn {
                     rs.on_end(RunEnd::Recycle, now);
                 }
-                let pause = if jitter {
-                    recycle_jitter(self.policy.min_uptime)
+                if jitter {
+                    let pause = recycle_jitter(self.policy.min_uptime);
+                    self.restart_after(pause, "recycle", now, out)
                 } else {
-                    Duration::ZERO
-                };
-                self.restart_after(pause, "recycle", now, out)
+                    self.restart_after(Duration::ZERO, "restart", now, out)
+                }
             }
             Then::FailedRun => self.after_run(RunEnd::Failed, self.last_exit, now, out),
             Then::Decide { status, ran } => {
