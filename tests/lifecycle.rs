@@ -77,6 +77,10 @@ fn stray_words_and_foreign_options_are_usage_errors() {
 }
 
 // ---------------------------------------------------------- (2) recycling
+//
+// Crashing COMMANDs here sleep 0.3 s before they exit: a start may report
+// a COMMAND that dies at once as a failed start (item 5), and these tests
+// are about what happens after a start that succeeded.
 
 /// Starts NAME with `opts` and `command` under `--respawn`, and waits
 /// until it ran six times (each run appends to `runs`) without giving up.
@@ -117,7 +121,7 @@ fn recycle_codes_restart_at_once_and_never_count() {
     let env = Env::new();
     let _sweep = Sweep::new(&env);
     let runs = env.path("runs");
-    let script = format!("echo run >> {}; sleep 0.1; exit 12", runs.display());
+    let script = format!("echo run >> {}; sleep 0.3; exit 12", runs.display());
     let opts = [
         "--recycle-codes",
         "12",
@@ -166,7 +170,10 @@ fn crash_loop_gives_up_and_leaves_a_failed_tombstone() {
     let env = Env::new();
     let _sweep = Sweep::new(&env);
     let runs = env.path("runs");
-    let script = format!("echo run >> {}; echo boom >&2; exit 3", runs.display());
+    let script = format!(
+        "echo run >> {}; echo boom >&2; sleep 0.3; exit 3",
+        runs.display()
+    );
     env.start(
         "tomb",
         &[
@@ -223,7 +230,7 @@ fn backoff_is_held_but_not_running() {
     env.start(
         "bo",
         &["--respawn", "--respawn-delay", "30"],
-        &["sh", "-c", "exit 1"],
+        &["sh", "-c", "sleep 0.3; exit 1"],
     );
     let mut seen = None;
     let backoff = poll_until(DEADLINE, || {
@@ -258,7 +265,7 @@ fn cron_min_peers_during_a_crash_loop_is_not_healthy() {
     let _sweep = Sweep::new(&env);
     let opts = ["--max-peers", "3", "--respawn", "--respawn-delay", "30"];
     for _ in 0..3 {
-        env.start("cl", &opts, &["sh", "-c", "exit 1"]);
+        env.start("cl", &opts, &["sh", "-c", "sleep 0.3; exit 1"]);
     }
     let mut last = 0;
     let unhealthy = poll_until(DEADLINE, || {
@@ -283,7 +290,7 @@ fn cron_min_peers_during_a_crash_loop_is_not_healthy() {
             "--",
             "sh",
             "-c",
-            "exit 1",
+            "sleep 0.3; exit 1",
         ],
     );
     let c = code(&out);
@@ -383,16 +390,7 @@ fn stop_removes_side_files() {
     let sleep = marked_sleep(&env, &mark("side"));
     let script = format!("systemd-notify --ready; exec {} 300", sleep.display());
     env.start("side", &["--notify"], &["sh", "-c", &script]);
-    let files = || -> Vec<String> {
-        std::fs::read_dir(&env.pid_dir)
-            .map(|d| {
-                d.flatten()
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .filter(|n| n.starts_with("side.") && !n.ends_with(".log"))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
+    let files = || slot_files(&env, "side");
     assert!(files().len() >= 2, "PID file and state file: {:?}", files());
     stop(&env, "side");
     assert!(files().is_empty(), "left behind: {:?}", files());
@@ -784,14 +782,14 @@ fn unterminated_last_line_is_flushed_before_the_exit_event() {
             "--respawn-delay",
             "0.01",
             "--max-respawns",
-            "2",
+            "5",
             "--log",
             s(&log),
         ],
         &[
             "sh",
             "-c",
-            "echo first-line; printf tail-no-newline; exit 1",
+            "sleep 0.3; echo first-line; printf tail-no-newline; exit 1",
         ],
     );
     wait_until("three runs logged", || {

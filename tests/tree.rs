@@ -39,7 +39,7 @@ fn setsid_leftover_never_makes_two_copies() {
     let _sweep = Sweep::new(&env);
     let m = mark("setsid");
     let sleep = marked_sleep(&env, &m);
-    let script = format!("setsid {} 300 & sleep 0.2", sleep.display());
+    let script = format!("setsid {} 300 & sleep 0.3", sleep.display());
     let cmd = ["sh", "-c", script.as_str()];
     assert_eq!(start_code(&env, "ss", &["--max-peers", "1"], &cmd), 0);
     wait_until("the setsid'd sleep runs", || marked(&m).len() == 1);
@@ -152,7 +152,11 @@ fn memory_limit_frees_setsid_child() {
     });
     wait_until(
         "the memory-limit stop ends the setsid'd child, COMMAND and the slot",
-        || marked(&hog_m).is_empty() && marked(&main_m).is_empty() && env.check("mem") == 3,
+        || {
+            marked(&hog_m).is_empty()
+                && marked(&main_m).is_empty()
+                && matches!(env.check("mem"), 1 | 3)
+        },
     );
 }
 
@@ -249,11 +253,17 @@ fn inherited_signal_mask_is_reset() {
     assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
     wait_until("COMMAND recorded its signal mask", || mask.exists());
     let text = read(&mask);
+    // Signals 32 and 33 are glibc's own (NPTL cancellation, setxid): a
+    // glibc program cannot change them, so they are left out.
+    let glibc_own = sig_bit(32) | sig_bit(33);
     let field = |k: &str| {
         text.lines()
             .find_map(|l| l.strip_prefix(&format!("{k}:")))
             .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .map(|v| v & !glibc_own)
     };
+    // The wrapper blocked TERM, INT and HUP and ignored HUP, TERM, QUIT and
+    // USR1 (Python itself ignores PIPE and XFSZ).
     assert_eq!(
         field("SigBlk"),
         Some(0),
@@ -450,7 +460,8 @@ fn forking_replaced(tag: &str, extra: &[&str], disturb: impl FnOnce(&Forking, i3
     ];
     more.extend_from_slice(extra);
     let opts = f.opts(&more);
-    assert_eq!(start_code(&env, tag, &opts, &[s(&f.launcher)]), 0);
+    let c = start_code(&env, tag, &opts, &[s(&f.launcher)]);
+    assert_eq!(c, 0, "a --forking --respawn start failed");
     let first = wait_supervising(&env, tag, &f);
     disturb(&f, first);
     wait_fresh_server(&env, tag, &f, first);
@@ -627,12 +638,7 @@ fn stop_ends_an_orphaned_slot() {
     assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
     assert!(marked(&w_m).is_empty(), "--stop left the orphan running");
     assert_eq!(env.check("orst"), 3);
-    let left: Vec<_> = std::fs::read_dir(&env.pid_dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("orst."))
-        .collect();
+    let left = slot_files(&env, "orst");
     assert!(left.is_empty(), "--stop left side files: {left:?}");
 }
 
