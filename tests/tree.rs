@@ -385,7 +385,8 @@ impl Forking {
     }
 }
 
-/// Waits until `--status` shows the server as the slot's running child.
+/// Waits until `--status` shows the server as the slot's running child
+/// (child_pid, or main_pid where a status shows both).
 fn wait_supervising(env: &Env, name: &str, f: &Forking) -> i32 {
     let mut seen = None;
     let pid = poll_until(DEADLINE, || {
@@ -393,7 +394,9 @@ fn wait_supervising(env: &Env, name: &str, f: &Forking) -> i32 {
         seen = slot1(env, name);
         let st = seen.as_ref()?;
         let shown = st["child_pid"] == pid || st["main_pid"] == pid;
-        (alive(pid) && st["state"] == "running" && shown).then_some(pid)
+        // The server records itself once it runs its own code.
+        let recorded = read(&f.runs).lines().any(|l| l == pid.to_string());
+        (alive(pid) && recorded && st["state"] == "running" && shown).then_some(pid)
     });
     pid.unwrap_or_else(|| {
         panic!(
@@ -465,6 +468,17 @@ fn forking_replaced(tag: &str, extra: &[&str], disturb: impl FnOnce(&Forking, i3
     let first = wait_supervising(&env, tag, &f);
     disturb(&f, first);
     wait_fresh_server(&env, tag, &f, first);
+    // The launcher writes the PID file before the server records itself.
+    let recorded = poll_until(DEADLINE, || {
+        (read(&f.runs).lines().count() >= 2).then_some(())
+    });
+    assert!(
+        recorded.is_some(),
+        "the fresh server never recorded itself: runs {:?}, PID file {:?}, servers {:?}",
+        read(&f.runs),
+        f.main_pid(),
+        marked(&f.server_m)
+    );
     assert_eq!(read(&f.runs).lines().count(), 2, "exactly one fresh server");
     stop(&env, tag);
     assert!(marked(&f.server_m).is_empty());
