@@ -766,6 +766,29 @@ fn long_name_in_long_pid_dir_works_with_notify_and_watchdog() {
     stop(&env, &name);
 }
 
+/// The `--status` table shows the state name and COMMAND's STATUS= text;
+/// the JSON has COMMAND's own start time beside the supervisor's.
+#[test]
+fn status_shows_state_status_text_and_command_start() {
+    let env = Env::new();
+    let _sweep = Sweep::new(&env);
+    let sleep = marked_sleep(&env, &mark("table"));
+    let script = format!(
+        "systemd-notify --ready --status='serving jobs'; exec {} 300",
+        sleep.display()
+    );
+    env.start("table", &["--notify"], &["sh", "-c", &script]);
+    let st = slot1(&env, "table").expect("the slot is listed");
+    assert_eq!(st["state"], "running", "{st}");
+    assert!(st["command_started_unix"].is_u64(), "{st}");
+    let text = String::from_utf8_lossy(&env.run(["--status", "table"]).stdout).into_owned();
+    assert!(
+        text.contains("running") && text.contains("serving jobs"),
+        "{text}"
+    );
+    stop(&env, "table");
+}
+
 // ----------------------------------------------------------------- (8) logs
 
 /// An unterminated last line is written before that run's "exited" event,
