@@ -185,9 +185,23 @@ fn crash_loop_gives_up_and_leaves_a_failed_tombstone() {
         ],
         &["sh", "-c", &script],
     );
-    wait_until("the supervisor gave up: --check says 1", || {
-        env.check("tomb") == 1
+    let mut last = (0, Vec::new(), String::new());
+    let gave_up = poll_until(DEADLINE, || {
+        last = (
+            env.check("tomb"),
+            env.status_json("tomb"),
+            read(&env.pid_dir.join("tomb.1.state")),
+        );
+        (last.0 == 1).then_some(())
     });
+    assert!(
+        gave_up.is_some(),
+        "--check never said 1 after the crash loop: it says {}; --status {:?}; state file {:?}; {} runs",
+        last.0,
+        last.1,
+        last.2,
+        lines(&runs)
+    );
     let n = lines(&runs);
     assert!(n >= 2, "{n} runs");
     let all = env.status_json("tomb");
