@@ -643,7 +643,11 @@ fn stop_ends_an_orphaned_slot() {
     wait_until("the slot shows as orphaned", || {
         slot1(&env, "orst").is_some_and(|st| st["state"] == "orphaned")
     });
-    assert_eq!(env.check("orst"), 150);
+    assert_eq!(
+        env.check("orst"),
+        150,
+        "an orphaned slot is held but unhealthy"
+    );
     let out = run_within(
         &env,
         Duration::from_secs(60),
