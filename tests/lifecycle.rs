@@ -608,9 +608,18 @@ fn same_slots_with_and_without_xdg(as_nobody: bool) {
     };
     let name = mark(if as_nobody { "xdg-nobody" } else { "xdg" });
     let sleep = marked_sleep(&env, &name);
+    // A log of its own: without one, output would go to NAME.log in the
+    // shared default directory.
+    let log = env.path("xdg.log");
+    std::fs::write(&log, "").unwrap();
+    if as_nobody {
+        std::os::unix::fs::chown(&log, Some(65534), Some(65534)).unwrap();
+    }
     let start = |xdg_dir: Option<&std::path::Path>| {
         let mut c = default_dir_cmd(as_nobody, xdg_dir);
-        c.args(["--name", &name, "--max-peers", "1", "--"])
+        c.args(["--name", &name, "--max-peers", "1", "--log"])
+            .arg(&log)
+            .arg("--")
             .arg(&sleep)
             .arg("300");
         output_within(&env, &mut c, DEADLINE)
