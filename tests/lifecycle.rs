@@ -77,6 +77,10 @@ fn stray_words_and_foreign_options_are_usage_errors() {
 }
 
 // ---------------------------------------------------------- (2) recycling
+//
+// Crashing COMMANDs here sleep 0.3 s before they exit: a start may report
+// a COMMAND that dies at once as a failed start (item 5), and these tests
+// are about what happens after a start that succeeded.
 
 /// Starts NAME with `opts` and `command` under `--respawn`, and waits
 /// until it ran six times (each run appends to `runs`) without giving up.
@@ -117,7 +121,7 @@ fn recycle_codes_restart_at_once_and_never_count() {
     let env = Env::new();
     let _sweep = Sweep::new(&env);
     let runs = env.path("runs");
-    let script = format!("echo run >> {}; sleep 0.1; exit 12", runs.display());
+    let script = format!("echo run >> {}; sleep 0.3; exit 12", runs.display());
     let opts = [
         "--recycle-codes",
         "12",
@@ -166,7 +170,10 @@ fn crash_loop_gives_up_and_leaves_a_failed_tombstone() {
     let env = Env::new();
     let _sweep = Sweep::new(&env);
     let runs = env.path("runs");
-    let script = format!("echo run >> {}; echo boom >&2; exit 3", runs.display());
+    let script = format!(
+        "echo run >> {}; echo boom >&2; sleep 0.3; exit 3",
+        runs.display()
+    );
     env.start(
         "tomb",
         &[
@@ -178,9 +185,23 @@ fn crash_loop_gives_up_and_leaves_a_failed_tombstone() {
         ],
         &["sh", "-c", &script],
     );
-    wait_until("the supervisor gave up: --check says 1", || {
-        env.check("tomb") == 1
+    let mut last = (0, Vec::new(), String::new());
+    let gave_up = poll_until(DEADLINE, || {
+        last = (
+            env.check("tomb"),
+            env.status_json("tomb"),
+            read(&env.pid_dir.join("tomb.1.state")),
+        );
+        (last.0 == 1).then_some(())
     });
+    assert!(
+        gave_up.is_some(),
+        "--check never said 1 after the crash loop: it says {}; --status {:?}; state file {:?}; {} runs",
+        last.0,
+        last.1,
+        last.2,
+        lines(&runs)
+    );
     let n = lines(&runs);
     assert!(n >= 2, "{n} runs");
     let all = env.status_json("tomb");
@@ -223,7 +244,7 @@ fn backoff_is_held_but_not_running() {
     env.start(
         "bo",
         &["--respawn", "--respawn-delay", "30"],
-        &["sh", "-c", "exit 1"],
+        &["sh", "-c", "sleep 0.3; exit 1"],
     );
     let mut seen = None;
     let backoff = poll_until(DEADLINE, || {
@@ -258,7 +279,7 @@ fn cron_min_peers_during_a_crash_loop_is_not_healthy() {
     let _sweep = Sweep::new(&env);
     let opts = ["--max-peers", "3", "--respawn", "--respawn-delay", "30"];
     for _ in 0..3 {
-        env.start("cl", &opts, &["sh", "-c", "exit 1"]);
+        env.start("cl", &opts, &["sh", "-c", "sleep 0.3; exit 1"]);
     }
     let mut last = 0;
     let unhealthy = poll_until(DEADLINE, || {
@@ -283,7 +304,7 @@ fn cron_min_peers_during_a_crash_loop_is_not_healthy() {
             "--",
             "sh",
             "-c",
-            "exit 1",
+            "sleep 0.3; exit 1",
         ],
     );
     let c = code(&out);
@@ -383,16 +404,7 @@ fn stop_removes_side_files() {
     let sleep = marked_sleep(&env, &mark("side"));
     let script = format!("systemd-notify --ready; exec {} 300", sleep.display());
     env.start("side", &["--notify"], &["sh", "-c", &script]);
-    let files = || -> Vec<String> {
-        std::fs::read_dir(&env.pid_dir)
-            .map(|d| {
-                d.flatten()
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .filter(|n| n.starts_with("side.") && !n.ends_with(".log"))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
+    let files = || slot_files(&env, "side");
     assert!(files().len() >= 2, "PID file and state file: {:?}", files());
     stop(&env, "side");
     assert!(files().is_empty(), "left behind: {:?}", files());
@@ -596,9 +608,18 @@ fn same_slots_with_and_without_xdg(as_nobody: bool) {
     };
     let name = mark(if as_nobody { "xdg-nobody" } else { "xdg" });
     let sleep = marked_sleep(&env, &name);
+    // A log of its own: without one, output would go to NAME.log in the
+    // shared default directory.
+    let log = env.path("xdg.log");
+    std::fs::write(&log, "").unwrap();
+    if as_nobody {
+        std::os::unix::fs::chown(&log, Some(65534), Some(65534)).unwrap();
+    }
     let start = |xdg_dir: Option<&std::path::Path>| {
         let mut c = default_dir_cmd(as_nobody, xdg_dir);
-        c.args(["--name", &name, "--max-peers", "1", "--"])
+        c.args(["--name", &name, "--max-peers", "1", "--log"])
+            .arg(&log)
+            .arg("--")
             .arg(&sleep)
             .arg("300");
         output_within(&env, &mut c, DEADLINE)
@@ -768,6 +789,29 @@ fn long_name_in_long_pid_dir_works_with_notify_and_watchdog() {
     stop(&env, &name);
 }
 
+/// The `--status` table shows the state name and COMMAND's STATUS= text;
+/// the JSON has COMMAND's own start time beside the supervisor's.
+#[test]
+fn status_shows_state_status_text_and_command_start() {
+    let env = Env::new();
+    let _sweep = Sweep::new(&env);
+    let sleep = marked_sleep(&env, &mark("table"));
+    let script = format!(
+        "systemd-notify --ready --status='serving jobs'; exec {} 300",
+        sleep.display()
+    );
+    env.start("table", &["--notify"], &["sh", "-c", &script]);
+    let st = slot1(&env, "table").expect("the slot is listed");
+    assert_eq!(st["state"], "running", "{st}");
+    assert!(st["command_started_unix"].is_u64(), "{st}");
+    let text = String::from_utf8_lossy(&env.run(["--status", "table"]).stdout).into_owned();
+    assert!(
+        text.contains("running") && text.contains("serving jobs"),
+        "{text}"
+    );
+    stop(&env, "table");
+}
+
 // ----------------------------------------------------------------- (8) logs
 
 /// An unterminated last line is written before that run's "exited" event,
@@ -784,14 +828,14 @@ fn unterminated_last_line_is_flushed_before_the_exit_event() {
             "--respawn-delay",
             "0.01",
             "--max-respawns",
-            "2",
+            "5",
             "--log",
             s(&log),
         ],
         &[
             "sh",
             "-c",
-            "echo first-line; printf tail-no-newline; exit 1",
+            "sleep 0.3; echo first-line; printf tail-no-newline; exit 1",
         ],
     );
     wait_until("three runs logged", || {

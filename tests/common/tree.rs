@@ -43,6 +43,21 @@ pub fn slot1(env: &Env, name: &str) -> Option<serde_json::Value> {
     env.status_json(name).into_iter().find(|s| s["slot"] == 1)
 }
 
+/// NAME's files in the PID directory (PID files, state, notification
+/// sockets), leaving out the default log `NAME.log`, which is output, not
+/// a side file.
+pub fn slot_files(env: &Env, name: &str) -> Vec<String> {
+    let prefix = format!("{name}.");
+    std::fs::read_dir(&env.pid_dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(&prefix) && !n.ends_with(".log"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// A memory hog: takes 80 MB of resident memory, then appends a line to
 /// the file named by its first argument, and sleeps.
 pub fn memory_hog(env: &Env, name: &str) -> PathBuf {
