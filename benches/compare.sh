@@ -32,6 +32,8 @@
 #                      a burst of load elsewhere does not land on one tool
 #   SKIP_CARGO_BENCH=1 skip the divan run; SKIP_SCALE=1 skip the scale part
 #   ONLY=start,check   run only these parts (start check footprint heartbeat scale)
+#   LOAD=2             keep this many CPU-bound processes running beside the
+#                      measurements (the loaded case: a busy 2-core host)
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -43,6 +45,7 @@ CHECK_RUNS=${CHECK_RUNS:-1000}
 ROUNDS=${ROUNDS:-3}
 IDLE_SECS=${IDLE_SECS:-10}
 PEERS=${PEERS:-1024}
+LOAD=${LOAD:-0}
 ONLY=${ONLY:-start,check,footprint,heartbeat,scale}
 [[ ${SKIP_CARGO_BENCH:-} ]] && ONLY=${ONLY//heartbeat/}
 [[ ${SKIP_SCALE:-} ]] && ONLY=${ONLY//scale/}
@@ -178,6 +181,12 @@ run_start() { # TOOL NAME COMMAND...: start it now
     read -ra argv <<<"$(start_cmd "$@")"
     "${argv[@]}" >/dev/null
 }
+
+# The loaded case: LOAD busy loops for the whole run (each has $W in its
+# command line, so cleanup stops them like everything else).
+for ((i = 0; i < LOAD; i++)); do
+    bash -c 'while :; do :; done' "$W/load" &
+done
 
 HF=(hyperfine -N --style basic)
 uptime >"$W/res/uptime-start"
@@ -377,7 +386,7 @@ uptime >"$W/res/uptime-end"
 mkdir -p "$(dirname "$out")"
 size=$(stat -c %s "$BIN")
 commit=$(git -C "$repo" describe --always --dirty 2>/dev/null || echo unknown)
-python3 - "$W/res" "$RDAEMON_BIN" "$size" "$PEERS" "$commit" "$(ulimit -n)" >"$out" <<'PY'
+LOAD=$LOAD python3 - "$W/res" "$RDAEMON_BIN" "$size" "$PEERS" "$commit" "$(ulimit -n)" >"$out" <<'PY'
 import json, os, statistics, subprocess, sys
 
 res, binary, size, peers, commit, nofile = sys.argv[1:7]
@@ -541,6 +550,7 @@ print(f"- machine: {sh('nproc')} CPUs, {cpu}, "
       f"kernel {sh('uname -r')}, {sh('rustc --version')}")
 print(f"- tools: {sh('hyperfine --version')}, daemon {sh('daemon --version 2>&1 | head -1')}, "
       f"start-stop-daemon {sh('start-stop-daemon --version | head -1')}")
+print(f"- busy loops beside the measurements (LOAD): {os.environ.get('LOAD', '0')}")
 print(f"- load: before `{open(os.path.join(res, 'uptime-start')).read().strip()}`, "
       f"after `{open(os.path.join(res, 'uptime-end')).read().strip()}`")
 PY
