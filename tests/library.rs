@@ -200,3 +200,24 @@ fn bad_configuration_is_refused_before_anything_is_created() {
     );
     assert!(!env.pid_dir.exists());
 }
+
+#[test]
+fn a_failed_start_holds_no_slot_and_leaves_no_file() {
+    let env = Env::new();
+    std::fs::create_dir_all(&env.pid_dir).unwrap();
+    // A directory where the state file goes: writing the state fails after
+    // the PID file was taken and locked.
+    let planted = env.pid_dir.join("failed.1.state");
+    std::fs::create_dir(&planted).unwrap();
+    let mut d = daemon(&env, "failed", 1);
+    let err = d.start().unwrap_err();
+    assert!(err.to_string().contains("failed.1.state"), "{err}");
+    assert!(!env.pid_file("failed", 1).exists(), "no PID file is left");
+    assert_eq!(env.check("failed"), 3, "no slot is held");
+    assert_eq!(d.slot(), None);
+    assert!(!d.heartbeat());
+    // Once the obstacle is gone the same daemon starts.
+    std::fs::remove_dir(&planted).unwrap();
+    d.start().unwrap();
+    assert_eq!(env.check("failed"), 0);
+}
