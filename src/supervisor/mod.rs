@@ -240,7 +240,7 @@ pub fn run(cfg: Config, ready: &mut dyn Readiness) -> ExitCode {
         .pid_dir(cfg.pid_dir.clone())
         .handle_signals(false);
     if let Some(every) = cfg.heartbeat_interval {
-        builder = builder.timeout(every);
+        builder = builder.lease(every);
     }
     let mut daemon = match builder.build().and_then(|mut d| d.start().map(|()| d)) {
         Ok(d) => d,
