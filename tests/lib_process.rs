@@ -10,6 +10,8 @@
 
 mod common;
 
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
@@ -20,8 +22,13 @@ use rdaemon::Daemon;
 const ROLE: &str = "RDAEMON_LIB_ROLE";
 const PID_DIR: &str = "RDAEMON_LIB_PID_DIR";
 
-/// Runs this test binary as `role`, against `env`'s PID directory.
+/// Runs this test binary as `role`, against `env`'s PID directory, to the
+/// end.
 fn play(env: &Env, role: &str) -> Output {
+    play_with(env, role, &[])
+}
+
+fn role_command(env: &Env, role: &str, vars: &[(&str, &OsStr)]) -> Command {
     let mut cmd = Command::new(std::env::current_exe().expect("own path"));
     cmd.args([
         "role",
@@ -35,20 +42,66 @@ fn play(env: &Env, role: &str) -> Output {
     .env(PID_DIR, &env.pid_dir)
     .env_remove("NOTIFY_SOCKET")
     .env_remove("WATCHDOG_USEC")
+    .env_remove("WATCHDOG_PID")
+    .envs(vars.iter().copied())
     .stdin(Stdio::null())
     .stdout(Stdio::piped())
     .stderr(Stdio::piped());
-    let child = cmd.spawn().expect("spawn the role");
-    // The roles end on their own in well under a second; a hang is a bug.
-    let out = poll_until(DEADLINE, || {
-        let pid = child.id() as i32;
-        (!alive(pid)).then_some(())
-    });
-    if out.is_none() {
-        // SAFETY: plain kill(2) on our own child's PID.
-        unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    cmd
+}
+
+/// Kills `pid` unless it ends within the deadline: no role may hang a test.
+fn reap_or_kill(pid: u32) {
+    if poll_until(DEADLINE, || (!alive(pid as i32)).then_some(())).is_none() {
+        // SAFETY: plain kill(2) on our own child's PID, not yet reaped.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
     }
+}
+
+fn play_with(env: &Env, role: &str, vars: &[(&str, &OsStr)]) -> Output {
+    let child = role_command(env, role, vars)
+        .spawn()
+        .expect("spawn the role");
+    reap_or_kill(child.id());
     child.wait_with_output().expect("collect the role's output")
+}
+
+/// A role running in the background; its stdout arrives line by line.
+struct Running {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Running {
+    fn start(env: &Env, role: &str) -> Running {
+        let mut child = role_command(env, role, &[])
+            .spawn()
+            .expect("spawn the role");
+        let out = child.stdout.take().expect("piped stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Running { child, lines }
+    }
+
+    /// The next line containing `what`, or a panic after the deadline.
+    fn expect_line(&self, what: &str) -> String {
+        loop {
+            match self.lines.recv_timeout(DEADLINE) {
+                Ok(line) if line.contains(what) => return line,
+                Ok(_) => {}
+                Err(e) => panic!("no line with {what:?} from the role: {e}"),
+            }
+        }
+    }
+
+    fn finish(mut self) -> std::process::ExitStatus {
+        reap_or_kill(self.child.id());
+        self.child.wait().expect("reap the role")
+    }
 }
 
 fn stdout(out: &Output) -> String {
@@ -67,6 +120,10 @@ fn role() {
         "fork" => fork_role(&dir),
         "term-after-stop" => term_after_stop_role(&dir),
         "first-signal" => first_signal_role(&dir),
+        "sighup-kept" => sighup_kept_role(&dir),
+        "tokio" => tokio_role(&dir),
+        "threads" => threads_role(&dir),
+        "notify" => notify_role(&dir),
         other => panic!("unknown role {other}"),
     }
 }
@@ -131,6 +188,96 @@ fn first_signal_role(dir: &std::path::Path) {
     d.stop().unwrap();
 }
 
+/// stop_signals(&[SIGTERM]): SIGHUP stays the program's own.
+fn sighup_kept_role(dir: &std::path::Path) {
+    let reload = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    signal_hook::flag::register(libc::SIGHUP, reload.clone()).unwrap();
+    let mut d = builder(dir, "hup")
+        .stop_signals(&[libc::SIGTERM])
+        .build()
+        .unwrap();
+    d.start().unwrap();
+    // SAFETY: raise(3) has no preconditions; SIGHUP has the program's own
+    // handler.
+    unsafe { libc::raise(libc::SIGHUP) };
+    let reloaded = reload.load(std::sync::atomic::Ordering::SeqCst);
+    println!("after-hup heartbeat={} reload={reloaded}", d.heartbeat());
+    // SAFETY: as above; SIGTERM is a stop signal.
+    unsafe { libc::raise(libc::SIGTERM) };
+    println!("after-term heartbeat={}", d.heartbeat());
+    println!("reason={:?}", d.stop_reason());
+    d.stop().unwrap();
+}
+
+/// A tokio worker idle in an await, woken by `rdaemon --stop`'s SIGTERM
+/// through the stop token's descriptor.
+fn tokio_role(dir: &std::path::Path) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut d = builder(dir, "tokio").build().unwrap();
+        d.start().unwrap();
+        let stop = tokio::io::unix::AsyncFd::new(d.stop_token()).unwrap();
+        // A socket nobody writes to: the worker would wait forever.
+        let (idle, _peer) = tokio::net::UnixDatagram::pair().unwrap();
+        let mut buf = [0u8; 16];
+        println!("waiting");
+        tokio::select! {
+            _ = stop.readable() => println!("woken by the token"),
+            _ = idle.recv(&mut buf) => println!("got a datagram?"),
+        }
+        println!("heartbeat={}", d.heartbeat());
+        println!("reason={:?}", d.stop_reason());
+        d.stop().unwrap();
+    });
+}
+
+/// Four threads polling is_stopped; the process receives a real SIGTERM.
+fn threads_role(dir: &std::path::Path) {
+    let mut d = builder(dir, "threads").build().unwrap();
+    d.start().unwrap();
+    let started = std::sync::Arc::new(std::sync::Barrier::new(5));
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let stop = d.stop_token();
+            let started = started.clone();
+            std::thread::spawn(move || {
+                started.wait();
+                while !stop.is_stopped() {
+                    std::hint::spin_loop();
+                }
+            })
+        })
+        .collect();
+    started.wait();
+    // SAFETY: kill(2) to ourselves; SIGTERM is a stop signal.
+    unsafe { libc::kill(libc::getpid(), libc::SIGTERM) };
+    let joined = workers.into_iter().filter_map(|w| w.join().ok()).count();
+    println!("joined={joined}");
+    println!("heartbeat={}", d.heartbeat());
+    println!("reason={:?}", d.stop_reason());
+    d.stop().unwrap();
+}
+
+/// READY=1, STATUS=, WATCHDOG=1 for a second of heartbeats, STOPPING=1.
+fn notify_role(dir: &std::path::Path) {
+    let mut d = builder(dir, "notify").build().unwrap();
+    d.start().unwrap();
+    d.notify_ready().unwrap();
+    d.notify_status("3 jobs done\nsecond line").unwrap();
+    println!("status-written");
+    let began = std::time::Instant::now();
+    let mut beats = 0u64;
+    while began.elapsed() < std::time::Duration::from_secs(1) {
+        assert!(d.heartbeat());
+        beats += 1;
+    }
+    println!("beats={beats}");
+    d.stop().unwrap();
+}
+
 #[test]
 fn a_forked_child_dropping_the_daemon_leaves_the_parents_slot_alone() {
     let env = Env::new();
@@ -163,4 +310,154 @@ fn the_first_stop_signal_is_the_reason() {
     assert!(out.status.success(), "{out:?}");
     assert!(text.contains("heartbeat=false"), "{text}");
     assert!(text.contains("reason=Some(Signal(1))"), "{text}");
+}
+
+#[test]
+fn sighup_stays_the_programs_own_under_stop_signals_term() {
+    let env = Env::new();
+    let out = play(&env, "sighup-kept");
+    let text = stdout(&out);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        text.contains("after-hup heartbeat=true reload=true"),
+        "{text}"
+    );
+    assert!(text.contains("after-term heartbeat=false"), "{text}");
+    assert!(text.contains("reason=Some(Signal(15))"), "{text}");
+}
+
+#[test]
+fn a_tokio_worker_idle_in_an_await_is_woken_by_rdaemon_stop() {
+    let env = Env::new();
+    let role = Running::start(&env, "tokio");
+    role.expect_line("waiting");
+    // The real CLI: proves the lock holder, sends SIGTERM, waits.
+    let stop = env.run(["--stop", "tokio", "--timeout", "30"]);
+    assert_eq!(stop.status.code(), Some(0), "{stop:?}");
+    role.expect_line("woken by the token");
+    role.expect_line("heartbeat=false");
+    let reason = role.expect_line("reason=");
+    assert_eq!(reason, "reason=Some(Signal(15))");
+    let status = role.finish();
+    assert!(status.success(), "not SIGKILLed: {status:?}");
+    assert_eq!(env.check("tokio"), 3);
+}
+
+#[test]
+fn four_threads_see_a_real_sigterm() {
+    let env = Env::new();
+    let out = play(&env, "threads");
+    let text = stdout(&out);
+    assert!(out.status.success(), "{out:?}");
+    assert!(text.contains("joined=4"), "{text}");
+    assert!(text.contains("heartbeat=false"), "{text}");
+    assert!(text.contains("reason=Some(Signal(15))"), "{text}");
+}
+
+/// A fake service manager: a datagram socket read as fast as messages
+/// come (the kernel queues only `net.unix.max_dgram_qlen`, often 10).
+struct FakeManager {
+    path: PathBuf,
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    reader: std::thread::JoinHandle<Vec<String>>,
+}
+
+impl FakeManager {
+    fn bind(env: &Env, file: &str) -> FakeManager {
+        let path = env.path(file);
+        let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        sock.set_read_timeout(Some(std::time::Duration::from_millis(20)))
+            .unwrap();
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let finished = done.clone();
+        let reader = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            loop {
+                match sock.recv(&mut buf) {
+                    Ok(n) => got.push(String::from_utf8_lossy(&buf[..n]).into_owned()),
+                    Err(_) if finished.load(std::sync::atomic::Ordering::SeqCst) => break,
+                    Err(_) => {}
+                }
+            }
+            got
+        });
+        FakeManager { path, done, reader }
+    }
+
+    /// Everything received, in order (call once the sender has exited).
+    fn received(self) -> Vec<String> {
+        self.done.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.reader.join().unwrap()
+    }
+}
+
+#[test]
+fn sd_notify_reaches_a_fake_notify_socket() {
+    let env = Env::new();
+    let manager = FakeManager::bind(&env, "notify.sock");
+    // A 200 ms watchdog: a ping is due every 100 ms of heartbeats.
+    let out = play_with(
+        &env,
+        "notify",
+        &[
+            ("NOTIFY_SOCKET", manager.path.as_os_str()),
+            ("WATCHDOG_USEC", OsStr::new("200000")),
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let got = manager.received();
+    assert_eq!(got.first().map(String::as_str), Some("READY=1"), "{got:?}");
+    assert_eq!(got.get(1).map(String::as_str), Some("STATUS=3 jobs done"));
+    assert_eq!(got.last().map(String::as_str), Some("STOPPING=1"));
+    let pings = got.iter().filter(|m| *m == "WATCHDOG=1").count();
+    // One second of heartbeats: never more than one ping per 100 ms (plus
+    // the coarse clock's slack); on a loaded machine possibly fewer, but
+    // the loop runs for the whole second, so several.
+    assert!((3..=11).contains(&pings), "{pings} pings: {got:?}");
+    assert_eq!(got.len(), pings + 3, "nothing else: {got:?}");
+}
+
+#[test]
+fn no_watchdog_pings_for_another_process_or_without_watchdog_usec() {
+    let env = Env::new();
+    for (i, watchdog) in [
+        vec![],
+        vec![
+            ("WATCHDOG_USEC", OsStr::new("200000")),
+            ("WATCHDOG_PID", OsStr::new("1")),
+        ],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let manager = FakeManager::bind(&env, &format!("notify{i}.sock"));
+        let mut vars = vec![("NOTIFY_SOCKET", manager.path.as_os_str())];
+        vars.extend(watchdog);
+        let out = play_with(&env, "notify", &vars);
+        assert!(out.status.success(), "{out:?}");
+        let got = manager.received();
+        assert_eq!(got, ["READY=1", "STATUS=3 jobs done", "STOPPING=1"]);
+    }
+}
+
+#[test]
+fn without_notify_socket_notify_calls_do_nothing_but_status_shows_the_text() {
+    let env = Env::new();
+    let role = Running::start(&env, "notify");
+    role.expect_line("status-written");
+    // The STATUS= text is published for --status as well.
+    let shown = poll_until(DEADLINE, || {
+        let slots = env.status_json("notify");
+        slots
+            .first()
+            .map(|s| s["status_text"].clone())
+            .filter(|t| !t.is_null())
+    });
+    let status = role.finish();
+    assert!(status.success(), "{status:?}");
+    assert_eq!(
+        shown.and_then(|t| t.as_str().map(String::from)).as_deref(),
+        Some("3 jobs done")
+    );
 }

@@ -65,6 +65,9 @@ impl Notifier {
             }
         };
         let socket = UnixDatagram::unbound().map_err(bad)?;
+        // Never block the work loop: a full queue loses a message (EAGAIN
+        // is reported) instead.
+        socket.set_nonblocking(true).map_err(bad)?;
         Ok(Notifier {
             socket,
             address,
