@@ -219,7 +219,9 @@ fn tokio_role(dir: &std::path::Path) {
     rt.block_on(async {
         let mut d = builder(dir, "tokio").build().unwrap();
         d.start().unwrap();
-        let stop = tokio::io::unix::AsyncFd::new(d.stop_token()).unwrap();
+        // SAFETY: a StopToken's descriptor stays open, and the same, for
+        // as long as the token lives (its documented guarantee).
+        let stop = unsafe { tokio::io::unix::AsyncFd::register(d.stop_token()) }.unwrap();
         // A socket nobody writes to: the worker would wait forever.
         let (idle, _peer) = tokio::net::UnixDatagram::pair().unwrap();
         let mut buf = [0u8; 16];

@@ -79,36 +79,20 @@ fn a_request_stops_the_loop_and_every_token() {
 }
 
 #[test]
-fn four_threads_polling_is_stopped_all_see_the_stop() {
+fn a_lost_lock_found_by_a_heartbeat_wakes_every_token() {
     let env = Env::new();
-    let mut d = builder(&env, "threads").build().unwrap();
+    let mut d = builder(&env, "lost").build().unwrap();
     d.start().unwrap();
-    let started = std::sync::Arc::new(std::sync::Barrier::new(5));
-    let workers: Vec<_> = (0..4)
-        .map(|_| {
-            let stop = d.stop_token();
-            let started = started.clone();
-            std::thread::spawn(move || {
-                started.wait();
-                let mut rounds = 0u64;
-                while !stop.is_stopped() {
-                    rounds += 1;
-                    std::hint::spin_loop();
-                }
-                rounds
-            })
-        })
-        .collect();
-    started.wait();
-    // The heartbeat finds the lost slot and tells every token.
+    let token = d.stop_token();
+    let waiter = {
+        let t = token.clone();
+        std::thread::spawn(move || t.wait_timeout(DEADLINE))
+    };
     std::fs::remove_file(d.pid_file().unwrap()).unwrap();
-    let lease_checker = d.stop_token();
     wait_until("the heartbeat notices the lost lock", || !d.heartbeat());
     assert_eq!(d.stop_reason(), Some(&StopReason::LockLost));
-    for w in workers {
-        w.join().unwrap();
-    }
-    assert!(readable(&lease_checker));
+    assert!(waiter.join().unwrap());
+    assert!(token.is_stopped() && readable(&token));
 }
 
 #[test]

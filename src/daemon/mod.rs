@@ -81,7 +81,9 @@ const MEMORY_EVERY: u64 = 1024;
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 /// let mut daemon = rdaemon::Daemon::builder("api").build()?;
 /// daemon.start()?;
-/// let stop = AsyncFd::new(daemon.stop_token())?;
+/// // SAFETY: a StopToken's descriptor stays open, and the same, for as
+/// // long as the token lives.
+/// let stop = unsafe { AsyncFd::register(daemon.stop_token()) }?;
 /// loop {
 ///     tokio::select! {
 ///         _ = stop.readable() => break, // SIGTERM, request, ...

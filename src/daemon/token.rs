@@ -315,7 +315,8 @@ impl StopToken {
     }
 }
 
-/// The descriptor becomes readable once a stop is due and stays readable;
+/// The descriptor becomes readable once a stop is due and stays readable
+/// (it stays open for as long as the token lives);
 /// wait for it in `poll`, epoll or tokio's `AsyncFd`, then check
 /// [`StopToken::is_stopped`] (a process forked from this one that receives
 /// a stop signal can wake it spuriously). Do not read from it: other
@@ -327,7 +328,8 @@ impl AsFd for StopToken {
 }
 
 /// The same descriptor as [`AsFd`], for APIs that still take a raw one
-/// (tokio's `AsyncFd`, mio).
+/// (tokio's `AsyncFd::register`, mio). Guarantee: it stays open, and is
+/// the same number, for as long as the token (or any clone) lives.
 impl AsRawFd for StopToken {
     fn as_raw_fd(&self) -> RawFd {
         self.shared.read.as_raw_fd()
