@@ -54,6 +54,19 @@ fn build_example() -> PathBuf {
     root().join("target/example-crate/debug/rdaemon-example-worker")
 }
 
+/// Runs the example against `env`'s PID directory (its default).
+fn spawn(worker: &Path, env: &Env, args: &[&str]) -> std::process::Child {
+    Command::new(worker)
+        .args(args)
+        .env("RDAEMON_PID_DIR", &env.pid_dir)
+        .env_remove("NOTIFY_SOCKET")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run the example")
+}
+
 #[test]
 fn the_example_builds_without_the_cli_and_is_stopped_by_rdaemon_stop() {
     let worker = build_example();
@@ -67,15 +80,7 @@ fn the_example_builds_without_the_cli_and_is_stopped_by_rdaemon_stop() {
     );
 
     let env = Env::new();
-    let child = Command::new(&worker)
-        .args(["--max-peers", "2"])
-        .env("RDAEMON_PID_DIR", &env.pid_dir)
-        .env_remove("NOTIFY_SOCKET")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run the example");
+    let child = spawn(&worker, &env, &["--max-peers", "2"]);
     wait_until("the example holds a slot", || {
         env.status(["--check", "example-worker"]) == 0
     });
@@ -104,15 +109,7 @@ fn the_example_builds_without_the_cli_and_is_stopped_by_rdaemon_stop() {
 fn the_example_recycles_after_its_job_limit() {
     let worker = build_example();
     let env = Env::new();
-    let mut child = Command::new(&worker)
-        .args(["--max-jobs", "20"])
-        .env("RDAEMON_PID_DIR", &env.pid_dir)
-        .env_remove("NOTIFY_SOCKET")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run the example");
+    let mut child = spawn(&worker, &env, &["--max-jobs", "20"]);
     let id = child.id() as i32;
     if poll_until(DEADLINE, || (!alive(id)).then_some(())).is_none() {
         let _ = child.kill();
