@@ -29,6 +29,7 @@ pub struct Builder {
     pub(super) max_runtime: Option<Duration>,
     pub(super) stop_signals: Vec<i32>,
     pub(super) handle_signals: bool,
+    pub(super) sd_notify: bool,
 }
 
 impl Builder {
@@ -43,6 +44,7 @@ impl Builder {
             max_runtime: None,
             stop_signals: DEFAULT_STOP_SIGNALS.to_vec(),
             handle_signals: true,
+            sd_notify: true,
         }
     }
 
@@ -125,6 +127,14 @@ impl Builder {
     /// calls [`StopToken::request`](crate::StopToken::request) itself.
     pub fn handle_signals(mut self, yes: bool) -> Self {
         self.handle_signals = yes;
+        self
+    }
+
+    /// Whether the daemon speaks sd_notify to `$NOTIFY_SOCKET` (default
+    /// true). The CLI supervisor turns it off: it reports to the service
+    /// manager itself, and only in `--foreground`.
+    pub(crate) fn sd_notify(mut self, yes: bool) -> Self {
+        self.sd_notify = yes;
         self
     }
 

@@ -124,6 +124,7 @@ pub struct Daemon {
     max_runtime: Option<Duration>,
     stop_signals: Vec<i32>,
     handle_signals: bool,
+    sd_notify: bool,
     check_every_ns: u64,
 
     held: Option<HeldSlot>,
@@ -166,6 +167,7 @@ impl Daemon {
             max_runtime: b.max_runtime,
             stop_signals: b.stop_signals,
             handle_signals: b.handle_signals,
+            sd_notify: b.sd_notify,
             check_every_ns: check_every.as_nanos() as u64,
             held: None,
             owner: None,
@@ -197,7 +199,7 @@ impl Daemon {
     /// [`ErrorKind::UnusableSlot`](crate::ErrorKind::UnusableSlot) for a
     /// PID directory or slot path rdaemon will not use;
     /// [`ErrorKind::Io`](crate::ErrorKind::Io) naming the file or call
-    /// that failed (also for an unusable `NOTIFY_SOCKET`);
+    /// that failed;
     /// [`ErrorKind::State`](crate::ErrorKind::State) when already started.
     /// A failed start holds no slot and leaves no file behind.
     pub fn start(&mut self) -> Result<()> {
@@ -207,7 +209,11 @@ impl Daemon {
             ));
         }
         // What can fail without side effects comes first.
-        let notifier = Notifier::from_env()?;
+        let notifier = if self.sd_notify {
+            Notifier::from_env()
+        } else {
+            None
+        };
         if self.ended {
             self.shared = Shared::new()?;
             self.ended = false;
@@ -576,7 +582,6 @@ impl Daemon {
         self.lease
     }
 
-    #[allow(dead_code)] // the supervisor's
     pub(crate) fn held_slot(&self) -> Option<&HeldSlot> {
         self.held.as_ref()
     }

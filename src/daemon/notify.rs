@@ -16,11 +16,12 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 
-/// An open line to the notification socket.
+/// A line to the notification socket. An unusable `NOTIFY_SOCKET` does
+/// not fail `start()` (as with libsystemd, the error comes with each
+/// message): `line` then holds why.
 #[derive(Debug)]
 pub(crate) struct Notifier {
-    socket: UnixDatagram,
-    address: SocketAddr,
+    line: std::result::Result<(UnixDatagram, SocketAddr), (std::io::ErrorKind, String)>,
     /// What `$NOTIFY_SOCKET` said, for messages.
     shown: String,
     /// Half of `WATCHDOG_USEC`, when the watchdog is on for this process.
@@ -30,65 +31,65 @@ pub(crate) struct Notifier {
 impl Notifier {
     /// Reads `NOTIFY_SOCKET` (and the watchdog variables) from the
     /// environment; `None` when it is unset or empty.
-    pub(crate) fn from_env() -> Result<Option<Notifier>> {
-        let Some(raw) = std::env::var_os("NOTIFY_SOCKET").filter(|v| !v.is_empty()) else {
-            return Ok(None);
-        };
+    pub(crate) fn from_env() -> Option<Notifier> {
+        let raw = std::env::var_os("NOTIFY_SOCKET").filter(|v| !v.is_empty())?;
         let watchdog_every = watchdog_interval(
             std::env::var("WATCHDOG_USEC").ok().as_deref(),
             std::env::var("WATCHDOG_PID").ok().as_deref(),
             std::process::id(),
         );
-        Notifier::new(&raw, watchdog_every).map(Some)
+        Some(Notifier::new(&raw, watchdog_every))
     }
 
-    fn new(raw: &OsString, watchdog_every: Option<Duration>) -> Result<Notifier> {
-        let shown = raw.to_string_lossy().into_owned();
-        let bad = |e: std::io::Error| Error::Sys {
-            op: "use NOTIFY_SOCKET",
-            source: std::io::Error::new(e.kind(), format!("{shown}: {e}")),
-        };
-        let bytes = raw.as_bytes();
-        let address = match bytes.strip_prefix(b"@") {
-            Some(name) => {
-                use std::os::linux::net::SocketAddrExt;
-                SocketAddr::from_abstract_name(name).map_err(bad)?
-            }
-            None if bytes.starts_with(b"/") => {
-                SocketAddr::from_pathname(std::path::Path::new(raw)).map_err(bad)?
-            }
-            None => {
-                return Err(bad(std::io::Error::new(
-                    std::io::ErrorKind::InvalidInput,
-                    "not an absolute path or an abstract name (@...)",
-                )));
-            }
-        };
-        let socket = UnixDatagram::unbound().map_err(bad)?;
-        // Never block the work loop: a full queue loses a message (EAGAIN
-        // is reported) instead.
-        socket.set_nonblocking(true).map_err(bad)?;
-        Ok(Notifier {
-            socket,
-            address,
-            shown,
+    fn new(raw: &OsString, watchdog_every: Option<Duration>) -> Notifier {
+        Notifier {
+            line: open(raw).map_err(|e| (e.kind(), e.to_string())),
+            shown: raw.to_string_lossy().into_owned(),
             watchdog_every,
-        })
+        }
     }
 
-    /// Sends one datagram; an error names the socket.
+    /// Sends one datagram without blocking; an error names the socket.
     pub(crate) fn send(&self, message: &str) -> Result<()> {
-        self.socket
-            .send_to_addr(message.as_bytes(), &self.address)
-            .map(|_| ())
-            .map_err(|e| Error::Sys {
-                op: "notify the service manager",
-                source: std::io::Error::new(
-                    e.kind(),
-                    format!("{message:?} to NOTIFY_SOCKET {}: {e}", self.shown),
-                ),
-            })
+        let failed = |kind, why: &dyn std::fmt::Display| Error::Sys {
+            op: "notify the service manager",
+            source: std::io::Error::new(
+                kind,
+                format!("{message:?} to NOTIFY_SOCKET {}: {why}", self.shown),
+            ),
+        };
+        match &self.line {
+            Ok((socket, address)) => socket
+                .send_to_addr(message.as_bytes(), address)
+                .map(|_| ())
+                .map_err(|e| failed(e.kind(), &e)),
+            Err((kind, why)) => Err(failed(*kind, why)),
+        }
     }
+}
+
+/// An unbound, non-blocking datagram socket and the address to send to: a
+/// path, or an abstract name after `@`.
+fn open(raw: &OsString) -> std::io::Result<(UnixDatagram, SocketAddr)> {
+    let bytes = raw.as_bytes();
+    let address = match bytes.strip_prefix(b"@") {
+        Some(name) => {
+            use std::os::linux::net::SocketAddrExt;
+            SocketAddr::from_abstract_name(name)?
+        }
+        None if bytes.starts_with(b"/") => SocketAddr::from_pathname(std::path::Path::new(raw))?,
+        None => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "not an absolute path or an abstract name (@...)",
+            ));
+        }
+    };
+    let socket = UnixDatagram::unbound()?;
+    // Never block the work loop: with a full queue a message is lost
+    // (EAGAIN, reported) instead.
+    socket.set_nonblocking(true)?;
+    Ok((socket, address))
 }
 
 /// Half the watchdog interval, when `WATCHDOG_USEC` is a positive number
@@ -119,9 +120,11 @@ mod tests {
     }
 
     #[test]
-    fn refuses_a_relative_address() {
-        let err = Notifier::new(&OsString::from("relative/sock"), None).unwrap_err();
+    fn a_relative_address_fails_each_message_naming_it() {
+        let n = Notifier::new(&OsString::from("relative/sock"), None);
+        let err = n.send("READY=1").unwrap_err();
         assert!(err.to_string().contains("relative/sock"), "{err}");
+        assert!(err.to_string().contains("READY=1"), "{err}");
     }
 
     #[test]
@@ -129,7 +132,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("notify");
         let server = UnixDatagram::bind(&path).unwrap();
-        let n = Notifier::new(&path.clone().into_os_string(), None).unwrap();
+        let n = Notifier::new(&path.clone().into_os_string(), None);
         n.send("READY=1").unwrap();
         let mut buf = [0u8; 64];
         let len = server.recv(&mut buf).unwrap();

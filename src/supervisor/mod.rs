@@ -238,7 +238,8 @@ pub fn run(cfg: Config, ready: &mut dyn Readiness) -> ExitCode {
     let mut builder = Daemon::builder(cfg.name.clone())
         .max_peers(cfg.max_peers)
         .pid_dir(cfg.pid_dir.clone())
-        .handle_signals(false);
+        .handle_signals(false)
+        .sd_notify(false);
     if let Some(every) = cfg.heartbeat_interval {
         builder = builder.lease(every);
     }
