@@ -46,6 +46,14 @@
 //!   library calls: never taking a slot, signalling only processes proven
 //!   to hold one.
 //!
+//! Conventions for every public function: sizes are bytes and times are
+//! [`Duration`](std::time::Duration)s; failures are an [`Error`] that
+//! names the file or system call and the cause; nothing panics on anything
+//! from the outside world; nothing blocks except [`Daemon::start`] (a
+//! slot that a `--check` reader has locked for an instant is retried for
+//! up to 3 s), [`StopToken::wait_timeout`] (up to its timeout) and the
+//! [`inspect`] calls that wait for peers to answer or stop.
+//!
 //! Features: `cli` (default) builds the `rdaemon` command (clap, the
 //! supervisor, detaching). A program that only links the library uses
 //! `default-features = false` and compiles none of it.

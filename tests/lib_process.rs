@@ -168,6 +168,13 @@ fn term_after_stop_role(dir: &std::path::Path) {
     let mut d = builder(dir, "termstop").build().unwrap();
     d.start().unwrap();
     d.stop().unwrap();
+    // A second run catches SIGTERM again (signal-hook's handler is put
+    // back), and its stop() gives the default action back again.
+    d.start().unwrap();
+    // SAFETY: raise(3) has no preconditions; SIGTERM is caught.
+    unsafe { libc::raise(libc::SIGTERM) };
+    println!("second run: heartbeat={}", d.heartbeat());
+    d.stop().unwrap();
     println!("stopped");
     // SAFETY: raise(3) has no preconditions.
     unsafe { libc::raise(libc::SIGTERM) };
@@ -299,6 +306,7 @@ fn sigterm_after_stop_ends_the_process() {
     let env = Env::new();
     let out = play(&env, "term-after-stop");
     let text = stdout(&out);
+    assert!(text.contains("second run: heartbeat=false"), "{out:?}");
     assert!(text.contains("stopped"), "{out:?}");
     assert!(!text.contains("survived"), "{text}");
     assert_eq!(out.status.signal(), Some(libc::SIGTERM), "{out:?}");

@@ -596,6 +596,12 @@ impl Daemon {
     }
 }
 
+// A Daemon may move to another thread (its owner need not be main).
+const _: () = {
+    const fn send<T: Send + 'static>() {}
+    send::<Daemon>();
+};
+
 /// Undoes a take whose follow-up failed; the original error is the one
 /// worth reporting.
 fn release_quietly(held: HeldSlot) {
