@@ -58,8 +58,6 @@
 //! supervisor, detaching). A program that only links the library uses
 //! `default-features = false` and compiles none of it.
 
-#![warn(missing_docs)]
-#![warn(clippy::undocumented_unsafe_blocks)]
 // Without the CLI, parts of the shared layers (slot, state, proc) that only
 // the supervisor uses are unused.
 #![cfg_attr(not(feature = "cli"), allow(dead_code))]
