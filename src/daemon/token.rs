@@ -271,6 +271,14 @@ impl StopToken {
         self.shared.stop(&StopReason::Requested);
     }
 
+    /// Records a stop found outside the loop (the etcd keep-alive thread:
+    /// [`StopReason::LeaseLost`]) unless another came first, and wakes
+    /// every waiter. The next `heartbeat()` returns false with it.
+    #[allow(dead_code)] // for the fleet-wide lease's on_lost callback
+    pub(crate) fn stop_for(&self, reason: &StopReason) {
+        self.shared.stop(reason);
+    }
+
     /// Blocks the calling thread until a stop is due or `timeout` passed;
     /// returns whether a stop is due (as [`is_stopped`](Self::is_stopped)
     /// would). `Duration::ZERO` does not block. Wakes within the poll(2)
@@ -384,6 +392,15 @@ mod tests {
         // It stays readable for every later waiter.
         assert!(token.wait_timeout(Duration::ZERO));
         assert_eq!(poll(&mut fds, PollTimeout::ZERO).unwrap(), 1);
+    }
+
+    #[test]
+    fn a_stop_found_elsewhere_reaches_the_loop_unless_one_came_first() {
+        let token = StopToken::new(Shared::new().unwrap());
+        token.stop_for(&StopReason::LeaseLost);
+        token.request();
+        assert_eq!(reason_of(token.shared.code()), Some(StopReason::LeaseLost));
+        assert!(token.wait_timeout(Duration::ZERO));
     }
 
     #[test]
