@@ -8,6 +8,12 @@
 //! byte to a socket pair shared by all of them, so that `poll()` wakes up. After a wake-up the
 //! loop calls [`SignalSet::take`] to learn which signals arrived. Nothing
 //! else runs in signal context.
+//!
+//! ## A library daemon's stop signals
+//!
+//! [`StopSignals`] records the first stop signal in the stop token's cell
+//! and makes its descriptor readable, and gives the signals their earlier
+//! disposition back when the daemon stops.
 
 use std::io;
 use std::sync::{Arc, Mutex};
@@ -99,11 +105,14 @@ pub(crate) fn restart_signal() -> i32 {
     libc::SIGRTMAX() - 2
 }
 
-/// Whether `sig` may be a library stop signal: a real signal that can be
-/// caught and that signal-hook agrees to handle (not SIGKILL, SIGSTOP, or a
-/// fault such as SIGSEGV).
+/// Whether `sig` may be a library stop signal: a standard or real-time
+/// signal that can be caught and that signal-hook agrees to handle (not
+/// SIGKILL, SIGSTOP, a fault such as SIGSEGV, or the C library's own
+/// signals between 31 and SIGRTMIN).
 pub(crate) fn catchable(sig: i32) -> bool {
-    (1..=libc::SIGRTMAX()).contains(&sig) && !signal_hook::consts::FORBIDDEN.contains(&sig)
+    let standard = (1..32).contains(&sig);
+    let realtime = (libc::SIGRTMIN()..=libc::SIGRTMAX()).contains(&sig);
+    (standard || realtime) && !signal_hook::consts::FORBIDDEN.contains(&sig)
 }
 
 /// The library's stop signals, installed for one run of a `Daemon`.
@@ -134,10 +143,6 @@ struct Disposition {
     hook: libc::sigaction,
     runs: u32,
 }
-
-// SAFETY: `libc::sigaction` is plain data (a handler address, flags and a
-// mask); nothing in it refers to thread-local state.
-unsafe impl Send for Disposition {}
 
 static DISPOSITIONS: Mutex<Vec<Disposition>> = Mutex::new(Vec::new());
 
@@ -243,6 +248,37 @@ impl StopSignals {
                     crate::signal_name(sig)
                 );
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_catchable_signals_may_stop_a_daemon() {
+        for sig in [
+            libc::SIGTERM,
+            libc::SIGINT,
+            libc::SIGHUP,
+            libc::SIGUSR1,
+            libc::SIGRTMIN(),
+        ] {
+            assert!(catchable(sig), "{sig}");
+        }
+        let glibc_internal = libc::SIGRTMIN() - 1;
+        for sig in [
+            0,
+            -1,
+            libc::SIGKILL,
+            libc::SIGSTOP,
+            libc::SIGSEGV,
+            glibc_internal,
+            65,
+            999,
+        ] {
+            assert!(!catchable(sig), "{sig}");
         }
     }
 }
