@@ -74,19 +74,25 @@ const MEMORY_EVERY: u64 = 1024;
 /// threads example). An event loop waits on the token's descriptor; with
 /// tokio:
 ///
-/// ```no_run
+/// ```
 /// # async fn serve(_: ()) {}
-/// # async fn next_job() {}
+/// # async fn next_job() { std::future::pending::<()>().await }
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let dir = tempfile::tempdir()?;
+/// # let rt = tokio::runtime::Builder::new_current_thread().enable_io().build()?;
+/// # rt.block_on(async {
 /// use tokio::io::unix::AsyncFd;
-/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-/// let mut daemon = rdaemon::Daemon::builder("api").build()?;
+/// let mut daemon = rdaemon::Daemon::builder("api")
+///     # .pid_dir(dir.path().join("run")).handle_signals(false)
+///     .build()?;
 /// daemon.start()?;
 /// // SAFETY: a StopToken's descriptor stays open, and the same, for as
 /// // long as the token lives.
 /// let stop = unsafe { AsyncFd::register(daemon.stop_token()) }?;
+/// # daemon.stop_token().request();
 /// loop {
 ///     tokio::select! {
-///         _ = stop.readable() => break, // SIGTERM, request, ...
+///         _ = stop.readable() => break, // SIGTERM, a request, ...
 ///         job = next_job() => serve(job).await,
 ///     }
 ///     if !daemon.heartbeat() {
@@ -94,7 +100,8 @@ const MEMORY_EVERY: u64 = 1024;
 ///     }
 /// }
 /// daemon.stop()?;
-/// # Ok(())
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # })
 /// # }
 /// ```
 ///

@@ -246,6 +246,37 @@ impl SignalCell {
 /// # Ok(())
 /// # }
 /// ```
+///
+/// A worker that blocks in a read waits for the token's descriptor too,
+/// and wakes on whichever comes first:
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// use std::os::fd::AsFd;
+/// use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+/// let mut daemon = rdaemon::Daemon::builder("reader")
+///     # .pid_dir(dir.path().join("run")).handle_signals(false)
+///     .build()?;
+/// daemon.start()?;
+/// let stop = daemon.stop_token();
+/// let (jobs, _producer) = std::os::unix::net::UnixStream::pair()?;
+/// # stop.request();
+/// loop {
+///     let mut fds = [
+///         PollFd::new(jobs.as_fd(), PollFlags::POLLIN),
+///         PollFd::new(stop.as_fd(), PollFlags::POLLIN),
+///     ];
+///     poll(&mut fds, PollTimeout::NONE)?;
+///     if stop.is_stopped() {
+///         break; // SIGTERM, a request, a lost slot...
+///     }
+///     // read and handle a job from `jobs`
+/// }
+/// daemon.stop()?;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct StopToken {
     shared: Arc<Shared>,
