@@ -3,9 +3,9 @@
 //! stays out of a library user's build), and behave as a peer the
 //! `rdaemon` command sees and stops.
 //!
-//! It is its own workspace and is built here with cargo, offline, into
-//! `target/example-crate` (not this build's target directory, which the
-//! running `cargo test` holds locked).
+//! It is a member of this workspace (one Cargo.lock) and is built here with
+//! cargo, offline and locked, into `target/example-crate` (not this build's
+//! target directory, which the running `cargo test` holds locked).
 
 mod common;
 
