@@ -71,11 +71,16 @@ fn a_request_stops_the_loop_and_every_token() {
     assert_eq!(d.stop_reason(), Some(&StopReason::Requested));
     assert!(d.stop_token().is_stopped() && readable(&early));
     d.stop().unwrap();
-    // The next run has a fresh token; the old one stays stopped.
+    // A token taken now belongs to the next run; the old one stays stopped.
+    let next = d.stop_token();
+    assert!(!next.is_stopped() && !readable(&next));
+    assert!(!d.heartbeat(), "not running");
     d.start().unwrap();
     assert!(d.heartbeat());
-    assert!(!d.stop_token().is_stopped());
-    assert!(early.is_stopped());
+    assert!(early.is_stopped() && !next.is_stopped());
+    next.request();
+    assert!(!d.heartbeat());
+    assert_eq!(d.stop_reason(), Some(&StopReason::Requested));
 }
 
 #[test]

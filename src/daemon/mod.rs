@@ -524,7 +524,9 @@ impl Daemon {
     /// SIGTERM ends the process). A loop still running sees
     /// [`StopReason::Requested`].
     ///
-    /// Does nothing before `start()` or when called twice. In a process
+    /// Does nothing before `start()` or when called twice. Tokens of the
+    /// run that ended stay stopped; a token taken after `stop()` belongs to
+    /// the next `start()`. In a process
     /// forked from the one that called `start()`, it changes no file and
     /// releases nothing (the slot stays held until the starter stops).
     ///
@@ -533,6 +535,21 @@ impl Daemon {
     /// [`ErrorKind::Io`](crate::ErrorKind::Io) naming the PID file when it
     /// cannot be removed; the lock is released anyway.
     pub fn stop(&mut self) -> Result<()> {
+        let released = self.release();
+        if self.ended
+            && let Ok(fresh) = Shared::new()
+        {
+            // Tokens taken from now on belong to the next run (if that
+            // fails, start() tries again).
+            self.shared = fresh;
+            self.ended = false;
+        }
+        released
+    }
+
+    /// `stop()` but for the fresh stop cell of the next run (drop needs
+    /// none).
+    fn release(&mut self) -> Result<()> {
         let Some(held) = self.held.take() else {
             return Ok(());
         };
@@ -620,7 +637,7 @@ fn release_quietly(held: HeldSlot) {
 impl Drop for Daemon {
     /// As [`Daemon::stop`], logging (not returning) an error.
     fn drop(&mut self) {
-        if let Err(e) = self.stop() {
+        if let Err(e) = self.release() {
             log::warn!("{e}");
         }
     }
