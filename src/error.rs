@@ -9,6 +9,8 @@ use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
+use crate::pid::Pid;
+
 /// What kind of failure an [`Error`] is, for callers that branch on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -32,28 +34,55 @@ pub enum ErrorKind {
 #[non_exhaustive]
 pub enum Error {
     /// The daemon name breaks the naming rules.
-    InvalidName { name: String, reason: &'static str },
+    InvalidName {
+        /// The name as given.
+        name: String,
+        /// Which rule it breaks.
+        reason: &'static str,
+    },
     /// A builder or command-line value is out of range.
     InvalidConfig(String),
-    /// Every slot of `name` is held; `holders` are the PIDs found in the
-    /// locked slot files (`None` where the file did not hold a valid PID).
+    /// Every slot of `name` is held.
     Busy {
+        /// The daemon name.
         name: String,
+        /// How many slots there are, all held.
         max_peers: u32,
-        holders: Vec<Option<i32>>,
+        /// One entry per slot: a process proven to hold its lock, or
+        /// `None` where none is visible (another PID namespace, no
+        /// permission to look).
+        holders: Vec<Option<Pid>>,
     },
     /// The PID directory cannot be trusted or used.
-    UnsafeDir { path: PathBuf, reason: String },
+    UnsafeDir {
+        /// The directory.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A slot's path holds something rdaemon will not touch.
-    UnusableSlot { path: PathBuf, reason: String },
+    UnusableSlot {
+        /// The slot file's path.
+        path: PathBuf,
+        /// What sits there.
+        reason: String,
+    },
     /// A system call on `path` failed.
     Io {
+        /// What was being done ("open slot file").
         op: &'static str,
+        /// The file or directory.
         path: PathBuf,
+        /// The OS error.
         source: io::Error,
     },
     /// A system call not tied to one path failed.
-    Sys { op: &'static str, source: io::Error },
+    Sys {
+        /// What was being done.
+        op: &'static str,
+        /// The OS error.
+        source: io::Error,
+    },
     /// The API was used out of order.
     State(&'static str),
 }
@@ -142,6 +171,12 @@ impl std::error::Error for Error {
         }
     }
 }
+
+// Errors cross threads (a worker thread's start() reported by main).
+const _: () = {
+    const fn send_sync<T: Send + Sync + 'static>() {}
+    send_sync::<Error>();
+};
 
 /// Shorthand for results with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -370,6 +370,7 @@ impl HeldSlot {
     }
 
     /// The daemon name.
+    #[allow(dead_code)] // was public API; kept for the slot rewrite
     pub fn name(&self) -> &str {
         &self.name
     }

@@ -499,6 +499,9 @@ fn callers_stray_descriptors_reach_neither_supervisor_nor_command() {
         });
     }
     assert_eq!(cmd.status().unwrap().code(), Some(0));
+    // The pipe's identity ("pipe:[inode]"): fd 9 itself may legitimately
+    // be taken by another descriptor in COMMAND (the slot's lock).
+    let pipe = std::fs::read_link(format!("/proc/self/fd/{}", read_end.as_raw_fd())).unwrap();
     drop(write_end);
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -509,11 +512,11 @@ fn callers_stray_descriptors_reach_neither_supervisor_nor_command() {
     rx.recv_timeout(DEADLINE)
         .expect("a daemon process kept the caller's stray descriptor open");
     let child = pids_with_arg("core-strayfd-marker")[0];
-    let fds: Vec<String> = std::fs::read_dir(format!("/proc/{child}/fd"))
+    let fds: Vec<std::path::PathBuf> = std::fs::read_dir(format!("/proc/{child}/fd"))
         .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter_map(|e| std::fs::read_link(e.unwrap().path()).ok())
         .collect();
-    assert!(!fds.contains(&"9".to_string()), "COMMAND has fd 9: {fds:?}");
+    assert!(!fds.contains(&pipe), "COMMAND has {pipe:?}: {fds:?}");
 }
 
 /// Renaming the whole PID directory away loses every slot in it as surely

@@ -1,4 +1,4 @@
-//! The files derived from the clap definition (`rdaemon::cli::Cli`) are
+//! The files derived from the clap definition (`rdaemon::__cli::Cli`) are
 //! committed, and this test keeps them honest:
 //!
 //! - `man/rdaemon.1`: NAME, SYNOPSIS, the first part of DESCRIPTION and all
@@ -26,7 +26,7 @@ use std::process::{Command, Stdio};
 
 use clap::CommandFactory;
 use clap_complete::Shell;
-use rdaemon::cli::Cli;
+use rdaemon::__cli::Cli;
 
 /// How to refresh the generated files; printed with every mismatch.
 const REFRESH: &str = "RDAEMON_BLESS=1 cargo test --test generated_files";
