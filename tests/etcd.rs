@@ -1,0 +1,442 @@
+//! Fleet-wide slots against a real etcd (started per test on free loopback
+//! ports, tests/common/etcd.rs): the gateway client, claims, the keep-alive
+//! and lease loss (a partition through a frozen proxy, a frozen etcd, a
+//! restarted etcd), bad endpoints, the fleet view, and the CLI.
+//!
+//! Every test skips loudly when /usr/bin/etcd is missing.
+
+#[path = "common/etcd.rs"]
+mod cluster;
+mod common;
+
+use std::os::fd::BorrowedFd;
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use cluster::{Etcd, Proxy, free_port, not_etcd_server};
+use common::{DEADLINE, poll_until};
+use rdaemon::etcd::{
+    ClaimError, ClusterConfig, ClusterLease, LeaseStanding, LeaseTiming, fleet, host_name, slot_key,
+};
+
+macro_rules! etcd_or_skip {
+    () => {
+        match Etcd::start() {
+            Some(e) => e,
+            None => return,
+        }
+    };
+}
+
+fn cfg(endpoints: Vec<String>, max_peers: u32, ttl_secs: u64) -> ClusterConfig {
+    ClusterConfig {
+        endpoints,
+        max_peers,
+        lease_ttl: Duration::from_secs(ttl_secs),
+    }
+}
+
+fn soon() -> Instant {
+    Instant::now() + Duration::from_secs(5)
+}
+
+/// Whether `fd` becomes readable within `limit`.
+fn readable_within(fd: BorrowedFd<'_>, limit: Duration) -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+        let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(ms)) {
+            Ok(n) if n > 0 => return true,
+            _ if Instant::now() >= deadline => return false,
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn client_speaks_the_gateway() {
+    let etcd = etcd_or_skip!();
+    let c = etcd.client();
+    let (id, ttl) = c.grant(5, soon()).unwrap();
+    assert!(id != 0 && ttl >= 5, "{id} {ttl}");
+    let rev = c
+        .create(b"/t/a", b"v1", id, soon())
+        .unwrap()
+        .expect("created");
+    // The compare fails now: the gateway omits `succeeded`.
+    assert_eq!(c.create(b"/t/a", b"v2", id, soon()).unwrap(), None);
+    let kv = c.get(b"/t/a", soon()).unwrap().expect("key");
+    assert_eq!(
+        (kv.value.as_slice(), kv.create_revision, kv.lease),
+        (&b"v1"[..], rev, id)
+    );
+    // Keys are bytes, not text.
+    let rev2 = c
+        .create(b"/t/\xff\x00b", b"\x00", 0, soon())
+        .unwrap()
+        .expect("created");
+    assert!(rev2 > rev);
+    let all = c.range_prefix(b"/t/", soon()).unwrap();
+    let keys: Vec<&[u8]> = all.iter().map(|kv| kv.key.as_slice()).collect();
+    assert_eq!(keys, [&b"/t/a"[..], &b"/t/\xff\x00b"[..]]);
+    assert!(c.range_prefix(b"/nothing/", soon()).unwrap().is_empty());
+    assert!(c.keepalive(id, soon()).unwrap() > 0);
+    let (left, granted) = c.time_to_live(id, soon()).unwrap();
+    assert!(left > 0 && granted == ttl, "{left} {granted}");
+    c.revoke(id, soon()).unwrap();
+    c.revoke(id, soon()).expect("revoking a gone lease is fine");
+    assert_eq!(
+        c.keepalive(id, soon()).unwrap(),
+        0,
+        "a gone lease renews to TTL 0"
+    );
+    assert_eq!(c.time_to_live(id, soon()).unwrap().0, -1);
+    assert!(
+        c.get(b"/t/a", soon()).unwrap().is_none(),
+        "revoke deletes the key"
+    );
+    assert!(c.get(b"/t/\xff\x00b", soon()).unwrap().is_some());
+}
+
+#[test]
+fn claims_beyond_m_are_busy_naming_holders() {
+    let etcd = etcd_or_skip!();
+    let c = cfg(vec![etcd.url()], 2, 10);
+    let a = ClusterLease::claim(&c, "mailer", 1).unwrap();
+    let b = ClusterLease::claim(&c, "mailer", 2).unwrap();
+    assert_eq!((a.slot(), b.slot()), (1, 2));
+    assert!(b.fencing_token() > a.fencing_token());
+    let me = format!("{}:{}", host_name(), std::process::id());
+    match ClusterLease::claim(&c, "mailer", 3) {
+        Err(ClaimError::Busy(msg)) => {
+            assert!(
+                msg.contains("slot 1 by") && msg.contains("slot 2 by"),
+                "{msg}"
+            );
+            assert!(msg.contains(&me), "{msg}");
+        }
+        other => panic!("expected Busy, got {other:?}"),
+    }
+    // The busy claim revoked its own lease: only two leases' keys exist.
+    let keys = etcd
+        .client()
+        .range_prefix(b"/rdaemon/mailer/", soon())
+        .unwrap();
+    assert_eq!(keys.len(), 2);
+    // Another NAME is independent.
+    let other = ClusterLease::claim(&c, "other", 1).unwrap();
+    let token_b = b.fencing_token();
+    a.release();
+    let c3 = ClusterLease::claim(&c, "mailer", 3).expect("slot 1 is free again");
+    assert_eq!(c3.slot(), 1);
+    assert!(c3.fencing_token() > token_b, "fencing tokens only grow");
+    assert!(c3.fencing_token() > other.fencing_token());
+    let kv = etcd
+        .client()
+        .get(slot_key("mailer", 1).as_bytes(), soon())
+        .unwrap()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&kv.value).unwrap();
+    assert_eq!(v["pid"], std::process::id());
+    assert_eq!(v["local_slot"], 3);
+    assert_eq!(v["host"], host_name());
+    assert!(v["started_unix"].as_u64().unwrap() > 1_700_000_000);
+    assert_eq!(kv.create_revision, c3.fencing_token());
+}
+
+#[test]
+fn twenty_concurrent_claims_never_exceed_m() {
+    let etcd = etcd_or_skip!();
+    let c = cfg(vec![etcd.url()], 3, 10);
+    let start = Arc::new(Barrier::new(20));
+    let threads: Vec<_> = (0..20)
+        .map(|i| {
+            let (c, start) = (c.clone(), Arc::clone(&start));
+            std::thread::spawn(move || {
+                start.wait();
+                ClusterLease::claim(&c, "race", i)
+            })
+        })
+        .collect();
+    let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let held: Vec<&ClusterLease> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    let busy = results
+        .iter()
+        .filter(|r| matches!(r, Err(ClaimError::Busy(_))))
+        .count();
+    let unavailable: Vec<_> = results
+        .iter()
+        .filter(|r| matches!(r, Err(ClaimError::Unavailable(_))))
+        .collect();
+    assert!(held.len() <= 3, "{} claims won M=3 slots", held.len());
+    assert_eq!(
+        held.len(),
+        3,
+        "every slot should be taken: {busy} busy, unavailable: {unavailable:?}"
+    );
+    let mut slots: Vec<u32> = held.iter().map(|l| l.slot()).collect();
+    slots.sort_unstable();
+    assert_eq!(slots, [1, 2, 3]);
+    let keys = etcd
+        .client()
+        .range_prefix(b"/rdaemon/race/", soon())
+        .unwrap();
+    assert_eq!(keys.len(), 3);
+    // Losers revoked their leases (best effort, but etcd is healthy here):
+    // only the winners' leases hold keys.
+    for kv in keys {
+        assert!(held.iter().any(|l| l.lease_id() == kv.lease));
+    }
+}
+
+#[test]
+fn partition_loses_the_lease_before_etcd_can_expire_it() {
+    let etcd = etcd_or_skip!();
+    let proxy = Proxy::new(etcd.addr());
+    let ttl = 4;
+    let timing = LeaseTiming::new(Duration::from_secs(ttl));
+    let mut lease = ClusterLease::claim(&cfg(vec![proxy.url()], 1, ttl), "cut", 1).unwrap();
+    let key = slot_key("cut", 1);
+    let first = lease.fencing_token();
+    assert_eq!(lease.standing(), LeaseStanding::Held);
+    assert!(!lease.lost());
+
+    proxy.freeze();
+    // The last renewal was before the freeze, so the loss is due at
+    // frozen_at + T/2 at the latest; a little slack for a loaded machine.
+    let slack = Duration::from_millis(1500);
+    assert!(
+        readable_within(lease.fd(), timing.lost_after() + slack),
+        "no news within T/2 of the partition"
+    );
+    let seen = Instant::now();
+    let LeaseStanding::Lost { kill_by, why } = lease.standing() else {
+        panic!("the descriptor woke but the lease is held");
+    };
+    assert!(lease.lost());
+    assert!(why.contains("not renewed"), "{why}");
+    assert!(
+        kill_by > seen,
+        "kill_by is already past when the loss is published"
+    );
+    assert!(
+        kill_by - seen >= timing.max_stop_timeout() / 2,
+        "too little time left to stop COMMAND: {:?}",
+        kill_by - seen
+    );
+
+    // Watch etcd itself (not through the proxy): the key must outlive
+    // kill_by, i.e. COMMAND is gone before another host can take the slot.
+    let c = etcd.client();
+    let mut last_present = None;
+    let gone = poll_until(Duration::from_secs(ttl) + DEADLINE, || {
+        let sent = Instant::now();
+        match c.get(key.as_bytes(), soon()) {
+            Ok(Some(_)) => {
+                last_present = Some(sent);
+                None
+            }
+            Ok(None) => Some(()),
+            Err(_) => None,
+        }
+    });
+    assert!(gone.is_some(), "the lease never expired in etcd");
+    let last_present = last_present.expect("the key existed after the loss");
+    assert!(
+        last_present >= kill_by,
+        "etcd freed the slot {:?} before kill_by",
+        kill_by - last_present
+    );
+
+    proxy.unfreeze();
+    let back = poll_until(DEADLINE, || lease.reclaim().ok());
+    assert!(
+        back.is_some(),
+        "no new cluster slot after the partition healed"
+    );
+    assert_eq!(lease.standing(), LeaseStanding::Held);
+    assert!(!lease.lost());
+    assert!(lease.fencing_token() > first);
+    lease.release();
+    assert!(
+        c.get(key.as_bytes(), soon()).unwrap().is_none(),
+        "release revokes"
+    );
+}
+
+#[test]
+fn frozen_etcd_loses_the_lease_and_a_thawed_one_gives_a_new_slot() {
+    let etcd = etcd_or_skip!();
+    let ttl = 4;
+    let timing = LeaseTiming::new(Duration::from_secs(ttl));
+    let mut lease = ClusterLease::claim(&cfg(vec![etcd.url()], 1, ttl), "frozen", 1).unwrap();
+    let first = lease.fencing_token();
+    etcd.freeze();
+    let lost = readable_within(
+        lease.fd(),
+        timing.lost_after() + Duration::from_millis(1500),
+    );
+    let standing = lease.standing();
+    etcd.thaw();
+    assert!(lost, "no news while etcd was frozen");
+    assert!(
+        matches!(standing, LeaseStanding::Lost { .. }),
+        "{standing:?}"
+    );
+    let back = poll_until(DEADLINE, || lease.reclaim().ok());
+    assert!(back.is_some(), "no new cluster slot after etcd was thawed");
+    assert!(lease.fencing_token() > first);
+    assert_eq!(lease.standing(), LeaseStanding::Held);
+}
+
+#[test]
+fn restarted_etcd_keeps_the_lease() {
+    let mut etcd = etcd_or_skip!();
+    let ttl = 10;
+    let mut lease = ClusterLease::claim(&cfg(vec![etcd.url()], 1, ttl), "restart", 1).unwrap();
+    let c = etcd.client();
+    // Restart right after a renewal, so that T/2 is left for it.
+    let mut before = i64::MAX;
+    let renewed = poll_until(DEADLINE, || {
+        let (left, _) = c.time_to_live(lease.lease_id(), soon()).ok()?;
+        let grew = left > before;
+        before = left;
+        grew.then_some(())
+    });
+    assert!(renewed.is_some(), "the lease is not being renewed");
+    etcd.restart();
+    let restarted = Instant::now();
+    // Past a whole TTL after the restart, only renewals explain that the
+    // key still exists.
+    let wait = Duration::from_secs(ttl + 1);
+    assert!(
+        !readable_within(lease.fd(), wait),
+        "lost the lease across a restart: {:?}",
+        lease.standing()
+    );
+    assert!(restarted.elapsed() >= wait);
+    assert_eq!(lease.standing(), LeaseStanding::Held);
+    let kv = etcd
+        .client()
+        .get(slot_key("restart", 1).as_bytes(), soon())
+        .unwrap()
+        .expect("the key survived the restart");
+    assert_eq!(kv.create_revision, lease.fencing_token());
+}
+
+#[test]
+fn bad_endpoints_are_named() {
+    let refused = format!("http://127.0.0.1:{}", free_port());
+    let not_etcd = not_etcd_server();
+    for (endpoint, cause) in [
+        (refused.as_str(), "connection refused"),
+        (not_etcd.as_str(), "not an etcd v3 JSON gateway"),
+        ("127.0.0.1:2379", "not an etcd endpoint URL"),
+    ] {
+        match ClusterLease::claim(&cfg(vec![endpoint.into()], 1, 4), "bad", 1) {
+            Err(ClaimError::Unavailable(msg)) => {
+                assert!(msg.contains(endpoint) && msg.contains(cause), "{msg}");
+            }
+            other => panic!("{endpoint}: expected Unavailable, got {other:?}"),
+        }
+    }
+    let both = ClusterLease::claim(
+        &cfg(vec![refused.clone(), not_etcd.clone()], 1, 4),
+        "bad",
+        1,
+    );
+    let Err(ClaimError::Unavailable(msg)) = both else {
+        panic!("{both:?}");
+    };
+    assert!(msg.contains(&refused) && msg.contains(&not_etcd), "{msg}");
+    let err = fleet::list(
+        std::slice::from_ref(&refused),
+        "bad",
+        Duration::from_secs(1),
+    )
+    .unwrap_err();
+    assert!(err.contains(&refused), "{err}");
+
+    // The next endpoint is tried when one cannot be reached.
+    let etcd = etcd_or_skip!();
+    let lease = ClusterLease::claim(&cfg(vec![refused, not_etcd, etcd.url()], 1, 4), "bad", 1)
+        .expect("the third endpoint works");
+    assert_eq!(lease.slot(), 1);
+}
+
+#[test]
+fn fleet_view_lists_every_holder() {
+    let etcd = etcd_or_skip!();
+    let proxy = Proxy::new(etcd.addr());
+    let a = ClusterLease::claim(&cfg(vec![etcd.url()], 3, 10), "fleet", 1).unwrap();
+    let b = ClusterLease::claim(&cfg(vec![proxy.url()], 3, 4), "fleet", 2).unwrap();
+    let list = || fleet::list(&[etcd.url()], "fleet", Duration::from_secs(5)).unwrap();
+    let slots = list();
+    assert_eq!(slots.len(), 2);
+    for (s, l) in slots.iter().zip([&a, &b]) {
+        assert_eq!(s.slot, l.slot());
+        assert_eq!(s.fencing_token, l.fencing_token());
+        assert_eq!(s.pid, Some(i64::from(std::process::id())));
+        assert_eq!(s.host.as_deref(), Some(host_name().as_str()));
+        assert_eq!(s.state(), "held");
+    }
+    assert_eq!(
+        fleet::judge("fleet", &slots, 2).0,
+        rdaemon::inspect::Health::Healthy
+    );
+    assert_eq!(
+        fleet::judge("fleet", &slots, 3).0,
+        rdaemon::inspect::Health::Unhealthy
+    );
+    let json: serde_json::Value = serde_json::from_str(&fleet::to_json("fleet", &slots)).unwrap();
+    assert_eq!(json.as_array().unwrap().len(), 2);
+    promtool_accepts(&fleet::to_prometheus("fleet", &slots));
+
+    // Cut b off: its slot shows as lapsing before it disappears.
+    proxy.freeze();
+    let lapsing = poll_until(DEADLINE, || {
+        let slots = list();
+        slots
+            .iter()
+            .any(|s| s.slot == 2 && s.state() == "lapsing")
+            .then_some(slots)
+    })
+    .expect("slot 2 never showed as lapsing");
+    assert_eq!(
+        fleet::judge("fleet", &lapsing, 2).0,
+        rdaemon::inspect::Health::Unhealthy
+    );
+    drop(b);
+}
+
+/// `promtool check metrics` on `text`, when promtool is installed.
+fn promtool_accepts(text: &str) {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let Ok(mut child) = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    else {
+        eprintln!("promtool not installed: the exposition format is not checked");
+        return;
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
