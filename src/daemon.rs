@@ -62,6 +62,10 @@ pub enum StopReason {
     MemoryLimit { rss: u64, limit: u64 },
     /// `start()` was not called, or `stop()` was.
     NotRunning,
+    /// The fleet-wide slot's etcd lease could not be renewed in time (see
+    /// [`Builder::etcd`]): stop before etcd can give the slot to another
+    /// host.
+    LeaseLost,
 }
 
 impl fmt::Display for StopReason {
@@ -78,6 +82,9 @@ impl fmt::Display for StopReason {
                 crate::size::format_size(*limit)
             ),
             StopReason::NotRunning => f.write_str("not started"),
+            StopReason::LeaseLost => {
+                f.write_str("the etcd lease of the fleet-wide slot could not be renewed")
+            }
         }
     }
 }
@@ -91,6 +98,7 @@ pub struct Builder {
     timeout: Duration,
     memory_limit: Option<u64>,
     handle_signals: bool,
+    cluster: crate::etcd::ClusterConfig,
 }
 
 impl Builder {
@@ -129,9 +137,60 @@ impl Builder {
         self
     }
 
+    /// Also holds one of [`Builder::cluster_max_peers`] fleet-wide slots in
+    /// the etcd at `endpoints` (`http://host:port`, tried in order); see
+    /// the `etcd` module. Without it nothing of etcd is used.
+    ///
+    /// `heartbeat()` then turns false ([`StopReason::LeaseLost`]) once the
+    /// lease has not been renewed for half its TTL; the work loop must be
+    /// done by TTL/2 minus a margin after that (4 s with the default 10 s
+    /// TTL), before etcd can give the slot to another host.
+    pub fn etcd<I, S>(mut self, endpoints: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.cluster.endpoints = endpoints.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// With [`Builder::etcd`]: at most `m` peers of NAME across every host
+    /// sharing that etcd (required with `etcd`).
+    pub fn cluster_max_peers(mut self, m: u32) -> Self {
+        self.cluster.max_peers = m;
+        self
+    }
+
+    /// With [`Builder::etcd`]: the etcd lease's TTL, whole seconds, at
+    /// least 2 (default 10 s).
+    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
+        self.cluster.lease_ttl = ttl;
+        self
+    }
+
     /// Validates the configuration. Nothing is created until `start()`.
     pub fn build(self) -> Result<Daemon> {
         name::validate(&self.name)?;
+        let cluster = match (&self.cluster.endpoints[..], self.cluster.max_peers) {
+            ([], 0) => None,
+            ([], _) => {
+                return Err(Error::InvalidConfig(
+                    "cluster_max_peers() needs etcd() endpoints".into(),
+                ));
+            }
+            (_, 0) => {
+                return Err(Error::InvalidConfig(
+                    "etcd() needs cluster_max_peers() of at least 1".into(),
+                ));
+            }
+            _ if self.cluster.lease_ttl.as_secs() < crate::etcd::MIN_LEASE_TTL_SECS => {
+                return Err(Error::InvalidConfig(format!(
+                    "the etcd lease TTL must be at least {} s",
+                    crate::etcd::MIN_LEASE_TTL_SECS
+                )));
+            }
+            _ => Some(self.cluster.clone()),
+        };
         if self.max_peers == 0 || self.max_peers > MAX_SLOTS {
             return Err(Error::InvalidConfig(format!(
                 "max peers must be between 1 and {MAX_SLOTS}, not {}",
@@ -160,6 +219,8 @@ impl Builder {
             next_check_ns: 0,
             stop_reason: Some(StopReason::NotRunning),
             state: SlotState::default(),
+            cluster,
+            cluster_lease: None,
         })
     }
 }
@@ -180,7 +241,13 @@ pub struct Daemon {
     next_check_ns: u64,
     stop_reason: Option<StopReason>,
     state: SlotState,
+    cluster: Option<crate::etcd::ClusterConfig>,
+    cluster_lease: Option<crate::etcd::ClusterLease>,
 }
+
+/// `kill_signal`'s value for a lost etcd lease: no signal has this number,
+/// so heartbeat()'s one atomic load covers the lease too.
+const LEASE_LOST: usize = usize::MAX;
 
 impl Daemon {
     /// Starts configuring a daemon called `name`.
@@ -192,6 +259,11 @@ impl Daemon {
             timeout: Duration::from_secs(10),
             memory_limit: None,
             handle_signals: true,
+            cluster: crate::etcd::ClusterConfig {
+                endpoints: Vec::new(),
+                max_peers: 0,
+                lease_ttl: Duration::from_secs(10),
+            },
         }
     }
 
@@ -232,6 +304,13 @@ impl Daemon {
                 holders: busy_slots.iter().map(|b| b.holder()).collect(),
             }));
         }
+        self.kill_signal.store(0, Ordering::SeqCst);
+        if let Err(e) = self.claim_cluster_slot() {
+            if let Some(slot) = self.held.take() {
+                let _ = slot.release();
+            }
+            return Err(e);
+        }
         self.state = SlotState {
             started_unix: SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
@@ -242,7 +321,6 @@ impl Daemon {
         };
         self.publish()?;
         if self.handle_signals {
-            self.kill_signal.store(0, Ordering::SeqCst);
             for sig in KILL_SIGNALS {
                 let id = signal_hook::flag::register_usize(
                     sig,
@@ -268,7 +346,11 @@ impl Daemon {
         }
         let sig = self.kill_signal.load(Ordering::Relaxed);
         if sig != 0 {
-            self.stop_reason = Some(StopReason::Signal(sig as i32));
+            self.stop_reason = Some(if sig == LEASE_LOST {
+                StopReason::LeaseLost
+            } else {
+                StopReason::Signal(sig as i32)
+            });
             return false;
         }
         let now = coarse_now_ns();
@@ -325,6 +407,37 @@ impl Daemon {
         true
     }
 
+    /// With `etcd()`: claims a fleet-wide slot for the local one just
+    /// taken; its loss sets `kill_signal` to [`LEASE_LOST`] (unless a
+    /// signal came first).
+    fn claim_cluster_slot(&mut self) -> Result<()> {
+        let (Some(cfg), Some(slot)) = (&self.cluster, &self.held) else {
+            return Ok(());
+        };
+        let lease = crate::etcd::ClusterLease::claim(cfg, &self.name, slot.index()).map_err(
+            |e| match e {
+                crate::etcd::ClaimError::Busy(m) => Error::ClusterBusy(m),
+                crate::etcd::ClaimError::Unavailable(m) => Error::ClusterUnavailable(m),
+            },
+        )?;
+        let flag = Arc::clone(&self.kill_signal);
+        lease.on_lost(move || {
+            let _ = flag.compare_exchange(0, LEASE_LOST, Ordering::SeqCst, Ordering::SeqCst);
+        });
+        self.cluster_lease = Some(lease);
+        Ok(())
+    }
+
+    /// The fleet-wide slot's fencing token (the etcd key's create
+    /// revision), with `etcd()` once started: pass it with every write to
+    /// a shared resource, which refuses tokens smaller than the largest it
+    /// has seen.
+    pub fn fencing_token(&self) -> Option<i64> {
+        self.cluster_lease
+            .as_ref()
+            .map(crate::etcd::ClusterLease::fencing_token)
+    }
+
     /// Why `heartbeat()` returned false, or `None` while it returns true.
     pub fn stop_reason(&self) -> Option<&StopReason> {
         self.stop_reason.as_ref()
@@ -342,6 +455,9 @@ impl Daemon {
         }
         if self.stop_reason.is_none() {
             self.stop_reason = Some(StopReason::NotRunning);
+        }
+        if let Some(lease) = self.cluster_lease.take() {
+            lease.release();
         }
         match self.held.take() {
             Some(slot) => slot.release(),

@@ -871,3 +871,66 @@ fn e2e_stop_frees_the_cluster_slot_at_once_and_bad_etcd_starts_nothing() {
         "no local slot kept"
     );
 }
+
+#[test]
+fn library_daemon_holds_a_cluster_slot_and_stops_on_a_lost_lease() {
+    let etcd = etcd_or_skip!();
+    let proxy = Proxy::new(etcd.addr());
+    let (here, there) = (common::Env::new(), common::Env::new());
+    let ttl = Duration::from_secs(4);
+    let daemon = |env: &common::Env, endpoint: String| {
+        rdaemon::Daemon::builder("libfleet")
+            .pid_dir(&env.pid_dir)
+            .handle_signals(false)
+            .etcd([endpoint])
+            .cluster_max_peers(1)
+            .lease_ttl(ttl)
+            .build()
+            .unwrap()
+    };
+    let mut a = daemon(&here, proxy.url());
+    a.start().unwrap();
+    let token = a.fencing_token().expect("a fencing token");
+    let kv = etcd
+        .client()
+        .get(slot_key("libfleet", 1).as_bytes(), soon())
+        .unwrap()
+        .unwrap();
+    assert_eq!(kv.create_revision, token);
+    assert!(a.heartbeat());
+
+    // Busy across "hosts": the failed start keeps no local slot.
+    let mut b = daemon(&there, etcd.url());
+    let err = b.start().unwrap_err();
+    assert_eq!(err.kind(), rdaemon::ErrorKind::Busy, "{err}");
+    assert!(err.to_string().contains(&host_name()), "{err}");
+    assert!(!there.pid_dir.join("libfleet.1.pid").exists());
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let err = daemon(&there, dead.clone()).start().unwrap_err();
+    assert!(err.to_string().contains(&dead), "{err}");
+    assert!(!there.pid_dir.join("libfleet.1.pid").exists());
+
+    proxy.freeze();
+    let limit = LeaseTiming::new(ttl).lost_after() + Duration::from_millis(1500);
+    let stopped = poll_until(limit, || (!a.heartbeat()).then_some(()));
+    assert!(
+        stopped.is_some(),
+        "heartbeat() still true past T/2 of a partition"
+    );
+    assert_eq!(a.stop_reason(), Some(&rdaemon::StopReason::LeaseLost));
+    assert!(!a.heartbeat(), "once false, stays false");
+    a.stop().unwrap();
+    assert!(!here.pid_dir.join("libfleet.1.pid").exists());
+    // The lease expires on its own; then the other "host" gets the slot.
+    let got = poll_until(Duration::from_secs(4) + DEADLINE, || b.start().ok());
+    assert!(got.is_some(), "the slot never came free");
+    assert!(b.fencing_token().unwrap() > token);
+    b.stop().unwrap();
+    assert!(
+        etcd.client()
+            .get(slot_key("libfleet", 1).as_bytes(), soon())
+            .unwrap()
+            .is_none(),
+        "stop() revokes the lease"
+    );
+}

@@ -234,8 +234,10 @@ pub fn host_name() -> String {
     String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
+/// Called by the keep-alive thread when the lease is lost.
+pub type OnLost = Arc<dyn Fn() + Send + Sync>;
+
 /// State shared between a [`ClusterLease`] and its keep-alive thread.
-#[derive(Debug)]
 struct Shared {
     inner: Mutex<Inner>,
     cond: Condvar,
@@ -243,15 +245,37 @@ struct Shared {
     lost: AtomicBool,
 }
 
-#[derive(Debug)]
 struct Inner {
     standing: LeaseStanding,
     stop: bool,
+    on_lost: Option<OnLost>,
 }
 
 impl Shared {
+    fn new(stop: bool, on_lost: Option<OnLost>) -> Arc<Shared> {
+        Arc::new(Shared {
+            inner: Mutex::new(Inner {
+                standing: LeaseStanding::Held,
+                stop,
+                on_lost,
+            }),
+            cond: Condvar::new(),
+            lost: AtomicBool::new(false),
+        })
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let inner = self.lock();
+        f.debug_struct("Shared")
+            .field("standing", &inner.standing)
+            .field("stop", &inner.stop)
+            .finish_non_exhaustive()
     }
 }
 
@@ -268,6 +292,9 @@ pub struct ClusterLease {
     lease_id: i64,
     slot: u32,
     shared: Arc<Shared>,
+    /// The process that claimed: only it may revoke (a forked child that
+    /// drops or releases a copy gives nothing back).
+    owner: u32,
 }
 
 impl ClusterLease {
@@ -299,14 +326,8 @@ impl ClusterLease {
             client,
             lease_id: 0,
             slot: 0,
-            shared: Arc::new(Shared {
-                inner: Mutex::new(Inner {
-                    standing: LeaseStanding::Held,
-                    stop: true,
-                }),
-                cond: Condvar::new(),
-                lost: AtomicBool::new(false),
-            }),
+            shared: Shared::new(true, None),
+            owner: std::process::id(),
         };
         lease.claim_now()?;
         Ok(lease)
@@ -344,14 +365,8 @@ impl ClusterLease {
         self.lease_id = id;
         self.slot = slot;
         self.token = token;
-        self.shared = Arc::new(Shared {
-            inner: Mutex::new(Inner {
-                standing: LeaseStanding::Held,
-                stop: false,
-            }),
-            cond: Condvar::new(),
-            lost: AtomicBool::new(false),
-        });
+        let on_lost = self.shared.lock().on_lost.clone();
+        self.shared = Shared::new(false, on_lost);
         let keeper = Keeper {
             client: Arc::clone(&self.client),
             shared: Arc::clone(&self.shared),
@@ -436,6 +451,22 @@ impl ClusterLease {
         self.shared.lost.load(Ordering::Acquire)
     }
 
+    /// Calls `f` from the keep-alive thread when the lease is lost (at
+    /// once if it already is), also after a [`ClusterLease::reclaim`]. For
+    /// the library: `f` records the stop where `heartbeat()` already looks,
+    /// so the loss costs the work loop nothing. `f` must not block.
+    pub fn on_lost(&self, f: impl Fn() + Send + Sync + 'static) {
+        let f: OnLost = Arc::new(f);
+        let now = {
+            let mut inner = self.shared.lock();
+            inner.on_lost = Some(Arc::clone(&f));
+            matches!(inner.standing, LeaseStanding::Lost { .. })
+        };
+        if now {
+            f();
+        }
+    }
+
     /// The slot key's create revision: `RDAEMON_FENCING_TOKEN`.
     pub fn fencing_token(&self) -> i64 {
         self.token
@@ -468,7 +499,7 @@ impl ClusterLease {
     /// for about a second at most.
     pub fn release(mut self) {
         self.stop_thread();
-        if self.lease_id != 0 {
+        if self.lease_id != 0 && self.owner == std::process::id() {
             let _ = self.client.revoke(self.lease_id, short_deadline());
             self.lease_id = 0;
         }
@@ -590,14 +621,19 @@ impl Keeper {
     }
 
     fn publish_lost(&self, kill_by: Instant, why: String) {
-        {
+        let on_lost = {
             let mut inner = self.shared.lock();
             if inner.stop {
                 return;
             }
+            log::debug!("{why}");
             inner.standing = LeaseStanding::Lost { kill_by, why };
-        }
+            inner.on_lost.clone()
+        };
         self.shared.lost.store(true, Ordering::Release);
+        if let Some(f) = on_lost {
+            f();
+        }
         // A full pipe already says "look"; nothing else can go wrong that
         // the reader would not also see.
         let _ = nix::unistd::write(&*self.wake, b"!");
