@@ -88,9 +88,19 @@ impl FleetSlot {
 /// Errors: the text names each endpoint tried and its cause.
 pub fn list(endpoints: &[String], name: &str, timeout: Duration) -> Result<Vec<FleetSlot>, String> {
     let client = Client::new(endpoints, timeout)?;
-    list_with(&client, name, Instant::now() + timeout * 3).map_err(|e| e.to_string())
+    let deadline = Instant::now() + timeout * 3;
+    let mut slots = list_with(&client, name, deadline).map_err(|e| e.to_string())?;
+    for s in slots.iter_mut().filter(|s| s.lease_id != 0) {
+        // A lease that cannot be asked about leaves its TTLs unknown.
+        if let Ok((left, ttl)) = client.time_to_live(s.lease_id, deadline) {
+            (s.lease_remaining_s, s.lease_ttl_s) = (Some(left), Some(ttl));
+        }
+    }
+    Ok(slots)
 }
 
+/// The cluster slots of `name` as one range read finds them, without the
+/// leases' TTLs.
 pub(crate) fn list_with(
     client: &Client,
     name: &str,
@@ -108,14 +118,6 @@ pub(crate) fn list_with(
             continue; // not ours: never trust what else lives under the prefix
         };
         let v: Value = serde_json::from_slice(&kv.value).unwrap_or(Value::Null);
-        let (remaining, ttl) = if kv.lease == 0 {
-            (None, None)
-        } else {
-            match client.time_to_live(kv.lease, deadline) {
-                Ok((left, ttl)) => (Some(left), Some(ttl)),
-                Err(_) => (None, None),
-            }
-        };
         slots.push(FleetSlot {
             slot,
             host: v
@@ -130,8 +132,8 @@ pub(crate) fn list_with(
             started_unix: v.get("started_unix").and_then(Value::as_i64),
             fencing_token: kv.create_revision,
             lease_id: kv.lease,
-            lease_remaining_s: remaining,
-            lease_ttl_s: ttl,
+            lease_remaining_s: None,
+            lease_ttl_s: None,
         });
     }
     slots.sort_by_key(|s| s.slot);

@@ -350,7 +350,7 @@ impl ClusterLease {
         let (slot, token) = match result {
             Ok(Some(found)) => found,
             Ok(None) => {
-                let holders = self.holders(deadline);
+                let holders = self.holders(short_deadline());
                 let _ = self.client.revoke(id, short_deadline());
                 return Err(ClaimError::Busy(format!(
                     "all {} cluster slots of {} are held ({holders})",
