@@ -98,6 +98,7 @@ pub struct Builder {
     timeout: Duration,
     memory_limit: Option<u64>,
     handle_signals: bool,
+    #[cfg(feature = "etcd")]
     cluster: crate::etcd::ClusterConfig,
 }
 
@@ -145,6 +146,7 @@ impl Builder {
     /// lease has not been renewed for half its TTL; the work loop must be
     /// done by TTL/2 minus a margin after that (4 s with the default 10 s
     /// TTL), before etcd can give the slot to another host.
+    #[cfg(feature = "etcd")]
     pub fn etcd<I, S>(mut self, endpoints: I) -> Self
     where
         I: IntoIterator<Item = S>,
@@ -156,6 +158,7 @@ impl Builder {
 
     /// With [`Builder::etcd`]: at most `m` peers of NAME across every host
     /// sharing that etcd (required with `etcd`).
+    #[cfg(feature = "etcd")]
     pub fn cluster_max_peers(mut self, m: u32) -> Self {
         self.cluster.max_peers = m;
         self
@@ -163,6 +166,7 @@ impl Builder {
 
     /// With [`Builder::etcd`]: the etcd lease's TTL, whole seconds, at
     /// least 2 (default 10 s).
+    #[cfg(feature = "etcd")]
     pub fn lease_ttl(mut self, ttl: Duration) -> Self {
         self.cluster.lease_ttl = ttl;
         self
@@ -171,26 +175,9 @@ impl Builder {
     /// Validates the configuration. Nothing is created until `start()`.
     pub fn build(self) -> Result<Daemon> {
         name::validate(&self.name)?;
-        let cluster = match (&self.cluster.endpoints[..], self.cluster.max_peers) {
-            ([], 0) => None,
-            ([], _) => {
-                return Err(Error::InvalidConfig(
-                    "cluster_max_peers() needs etcd() endpoints".into(),
-                ));
-            }
-            (_, 0) => {
-                return Err(Error::InvalidConfig(
-                    "etcd() needs cluster_max_peers() of at least 1".into(),
-                ));
-            }
-            _ if self.cluster.lease_ttl.as_secs() < crate::etcd::MIN_LEASE_TTL_SECS => {
-                return Err(Error::InvalidConfig(format!(
-                    "the etcd lease TTL must be at least {} s",
-                    crate::etcd::MIN_LEASE_TTL_SECS
-                )));
-            }
-            _ => Some(self.cluster.clone()),
-        };
+        #[cfg(feature = "etcd")]
+        let cluster =
+            crate::etcd::vet_library_config(&self.cluster).map_err(Error::InvalidConfig)?;
         if self.max_peers == 0 || self.max_peers > MAX_SLOTS {
             return Err(Error::InvalidConfig(format!(
                 "max peers must be between 1 and {MAX_SLOTS}, not {}",
@@ -219,7 +206,9 @@ impl Builder {
             next_check_ns: 0,
             stop_reason: Some(StopReason::NotRunning),
             state: SlotState::default(),
+            #[cfg(feature = "etcd")]
             cluster,
+            #[cfg(feature = "etcd")]
             cluster_lease: None,
         })
     }
@@ -241,7 +230,9 @@ pub struct Daemon {
     next_check_ns: u64,
     stop_reason: Option<StopReason>,
     state: SlotState,
+    #[cfg(feature = "etcd")]
     cluster: Option<crate::etcd::ClusterConfig>,
+    #[cfg(feature = "etcd")]
     cluster_lease: Option<crate::etcd::ClusterLease>,
 }
 
@@ -259,6 +250,7 @@ impl Daemon {
             timeout: Duration::from_secs(10),
             memory_limit: None,
             handle_signals: true,
+            #[cfg(feature = "etcd")]
             cluster: crate::etcd::ClusterConfig {
                 endpoints: Vec::new(),
                 max_peers: 0,
@@ -305,6 +297,7 @@ impl Daemon {
             }));
         }
         self.kill_signal.store(0, Ordering::SeqCst);
+        #[cfg(feature = "etcd")]
         if let Err(e) = self.claim_cluster_slot() {
             if let Some(slot) = self.held.take() {
                 let _ = slot.release();
@@ -410,6 +403,7 @@ impl Daemon {
     /// With `etcd()`: claims a fleet-wide slot for the local one just
     /// taken; its loss sets `kill_signal` to [`LEASE_LOST`] (unless a
     /// signal came first).
+    #[cfg(feature = "etcd")]
     fn claim_cluster_slot(&mut self) -> Result<()> {
         let (Some(cfg), Some(slot)) = (&self.cluster, &self.held) else {
             return Ok(());
@@ -432,6 +426,7 @@ impl Daemon {
     /// revision), with `etcd()` once started: pass it with every write to
     /// a shared resource, which refuses tokens smaller than the largest it
     /// has seen.
+    #[cfg(feature = "etcd")]
     pub fn fencing_token(&self) -> Option<i64> {
         self.cluster_lease
             .as_ref()
@@ -456,6 +451,7 @@ impl Daemon {
         if self.stop_reason.is_none() {
             self.stop_reason = Some(StopReason::NotRunning);
         }
+        #[cfg(feature = "etcd")]
         if let Some(lease) = self.cluster_lease.take() {
             lease.release();
         }

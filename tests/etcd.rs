@@ -4,6 +4,7 @@
 //! restarted etcd), bad endpoints, the fleet view, and the CLI.
 //!
 //! Every test skips loudly when /usr/bin/etcd is missing.
+#![cfg(feature = "etcd")]
 
 #[path = "common/etcd.rs"]
 mod cluster;
@@ -903,6 +904,15 @@ fn library_daemon_holds_a_cluster_slot_and_stops_on_a_lost_lease() {
             .build()
             .unwrap()
     };
+    let half = rdaemon::Daemon::builder("libfleet")
+        .etcd(["http://127.0.0.1:1"])
+        .build();
+    assert_eq!(half.unwrap_err().kind(), rdaemon::ErrorKind::Usage);
+    let half = rdaemon::Daemon::builder("libfleet")
+        .cluster_max_peers(2)
+        .build();
+    assert_eq!(half.unwrap_err().kind(), rdaemon::ErrorKind::Usage);
+
     let mut a = daemon(&here, proxy.url());
     a.start().unwrap();
     let token = a.fencing_token().expect("a fencing token");

@@ -211,6 +211,21 @@ pub fn check_stop_timeout(stop_timeout: Duration, lease_ttl: Duration) -> Result
     Ok(())
 }
 
+/// The library's fleet-wide configuration, vetted: `None` when unused
+/// (no endpoints, no M), an error naming the mistake otherwise.
+pub(crate) fn vet_library_config(cfg: &ClusterConfig) -> Result<Option<ClusterConfig>, String> {
+    match (cfg.endpoints.is_empty(), cfg.max_peers) {
+        (true, 0) => Ok(None),
+        (true, _) => Err("cluster_max_peers() needs etcd() endpoints".into()),
+        (false, 0) => Err("etcd() needs cluster_max_peers() of at least 1".into()),
+        _ if cfg.lease_ttl.as_secs() < MIN_LEASE_TTL_SECS => Err(format!(
+            "the etcd lease TTL must be at least {MIN_LEASE_TTL_SECS} s, not {:?}",
+            cfg.lease_ttl
+        )),
+        _ => Ok(Some(cfg.clone())),
+    }
+}
+
 /// The key of cluster slot `i` of `name`.
 pub fn slot_key(name: &str, i: u32) -> String {
     format!("{}{i}", slot_prefix(name))
