@@ -252,6 +252,13 @@ fn partition_loses_the_lease_before_etcd_can_expire_it() {
         kill_by - last_present
     );
 
+    // Still cut off: a reclaim fails (within its budget), naming the way.
+    match lease.reclaim() {
+        Err(ClaimError::Unavailable(msg)) => assert!(msg.contains(&proxy.url()), "{msg}"),
+        other => panic!("reclaim through a frozen proxy: {other:?}"),
+    }
+    assert!(lease.lost(), "a failed reclaim leaves the lease lost");
+
     proxy.unfreeze();
     let back = poll_until(DEADLINE, || lease.reclaim().ok());
     assert!(

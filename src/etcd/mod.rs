@@ -344,19 +344,21 @@ impl ClusterLease {
             shared: Shared::new(true, None),
             owner: std::process::id(),
         };
-        lease.claim_now()?;
+        lease.claim_now(LeaseTiming::new(cfg.lease_ttl).lost_after())?;
         Ok(lease)
     }
 
     /// Grants a lease, takes a free slot key and starts the keep-alive
     /// thread.
-    fn claim_now(&mut self) -> Result<(), ClaimError> {
+    /// Gives up after `budget` (at most T/2: the claim must end well
+    /// inside the lease it grants).
+    fn claim_now(&mut self, budget: Duration) -> Result<(), ClaimError> {
         let timing = LeaseTiming::new(self.cfg.lease_ttl);
         let ttl_secs =
             i64::try_from(self.cfg.lease_ttl.as_secs().max(MIN_LEASE_TTL_SECS)).unwrap_or(i64::MAX);
         let granted_at = Instant::now();
         // The claim must finish well inside the lease: by T/2 at most.
-        let deadline = granted_at + timing.lost_after();
+        let deadline = granted_at + budget.min(timing.lost_after());
         let unavailable = |e: EtcdError| ClaimError::Unavailable(format!("etcd: {e}"));
         let (id, granted) = self.client.grant(ttl_secs, deadline).map_err(unavailable)?;
         // Trust the shorter of what we asked for and what etcd granted.
@@ -501,13 +503,18 @@ impl ClusterLease {
     /// again. The old lease is revoked first (best effort; the caller has
     /// stopped COMMAND), the same [`ClusterLease::fd`] stays valid, and the
     /// fencing token changes. On error the standing stays `Lost`.
+    ///
+    /// Blocks for at most [`RECLAIM_BUDGET`] (plus half a second for the
+    /// revoke), so a supervisor waiting for a slot stays responsive.
     pub fn reclaim(&mut self) -> Result<(), ClaimError> {
         self.stop_thread();
         if self.lease_id != 0 {
-            let _ = self.client.revoke(self.lease_id, short_deadline());
+            let _ = self
+                .client
+                .revoke(self.lease_id, Instant::now() + Duration::from_millis(500));
             self.lease_id = 0;
         }
-        self.claim_now()
+        self.claim_now(RECLAIM_BUDGET)
     }
 
     /// Gives the cluster slot back (revokes the lease); best effort, blocks
@@ -533,6 +540,9 @@ impl Drop for ClusterLease {
         self.stop_thread();
     }
 }
+
+/// How long [`ClusterLease::reclaim`] tries at most.
+pub const RECLAIM_BUDGET: Duration = Duration::from_secs(2);
 
 /// A revoke's deadline: a second, it is best effort.
 fn short_deadline() -> Instant {
