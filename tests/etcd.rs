@@ -610,6 +610,8 @@ struct Host {
     env: common::Env,
     proxy: Proxy,
     names: std::sync::Mutex<Vec<String>>,
+    /// More start options, e.g. --respawn.
+    opts: Vec<&'static str>,
 }
 
 impl Drop for Host {
@@ -628,7 +630,15 @@ impl Host {
             env: common::Env::new(),
             proxy: Proxy::new(etcd.addr()),
             names: Default::default(),
+            opts: Vec::new(),
         }
+    }
+
+    /// A host whose starts also get `opts`.
+    fn with_opts(etcd: &Etcd, opts: &[&'static str]) -> Host {
+        let mut host = Host::new(etcd);
+        host.opts = opts.to_vec();
+        host
     }
 
     /// The start of NAME (M cluster slots, local N) with the writer as
@@ -664,6 +674,7 @@ impl Host {
         .args(["--stop-timeout", &stop.as_secs_f64().to_string()])
         .arg("--log")
         .arg(self.env.path("log"))
+        .args(&self.opts)
         .args(["--", "python3", "-c", WRITER, name])
         .arg(self.env.path(out));
         c.args(other);
@@ -708,7 +719,7 @@ fn last_alive(path: &std::path::Path) -> f64 {
 }
 
 #[test]
-#[ignore = "needs the supervisor branch (passes on a trial merge with sup 3ac011b): drop this ignore when merged"]
+#[ignore = "needs the supervisor branch (passes on a trial merge with sup 6cb1bee): drop this ignore when merged"]
 fn e2e_two_hosts_three_starts_each_run_exactly_m() {
     let etcd = etcd_or_skip!();
     let hosts = [Host::new(&etcd), Host::new(&etcd)];
@@ -744,7 +755,7 @@ fn e2e_two_hosts_three_starts_each_run_exactly_m() {
 }
 
 #[test]
-#[ignore = "needs the supervisor branch (passes on a trial merge with sup 3ac011b): drop this ignore when merged"]
+#[ignore = "needs the supervisor branch (passes on a trial merge with sup 6cb1bee): drop this ignore when merged"]
 fn e2e_race_of_twenty_starts_across_two_hosts() {
     let etcd = etcd_or_skip!();
     let hosts = [Host::new(&etcd), Host::new(&etcd)];
@@ -811,7 +822,7 @@ fn assert_no_overlap(a_out: &std::path::Path, b_out: &std::path::Path) {
 }
 
 #[test]
-#[ignore = "needs the supervisor branch (passes on a trial merge with sup 3ac011b): drop this ignore when merged"]
+#[ignore = "needs the supervisor branch (passes on a trial merge with sup 6cb1bee): drop this ignore when merged"]
 fn e2e_partitioned_host_stops_before_the_other_starts() {
     let etcd = etcd_or_skip!();
     let (a, b) = (Host::new(&etcd), Host::new(&etcd));
@@ -836,7 +847,7 @@ fn e2e_partitioned_host_stops_before_the_other_starts() {
 }
 
 #[test]
-#[ignore = "needs the supervisor branch (passes on a trial merge with sup 3ac011b): drop this ignore when merged"]
+#[ignore = "needs the supervisor branch (passes on a trial merge with sup 6cb1bee): drop this ignore when merged"]
 fn e2e_killed_supervisor_lets_its_lease_expire() {
     let etcd = etcd_or_skip!();
     let (a, b) = (Host::new(&etcd), Host::new(&etcd));
@@ -851,7 +862,7 @@ fn e2e_killed_supervisor_lets_its_lease_expire() {
 }
 
 #[test]
-#[ignore = "needs the supervisor branch (passes on a trial merge with sup 3ac011b): drop this ignore when merged"]
+#[ignore = "needs the supervisor branch (passes on a trial merge with sup 6cb1bee): drop this ignore when merged"]
 fn e2e_stop_frees_the_cluster_slot_at_once_and_bad_etcd_starts_nothing() {
     let etcd = etcd_or_skip!();
     let (a, b) = (Host::new(&etcd), Host::new(&etcd));
@@ -965,4 +976,31 @@ fn library_daemon_holds_a_cluster_slot_and_stops_on_a_lost_lease() {
             .is_none(),
         "stop() revokes the lease"
     );
+}
+
+#[test]
+#[ignore = "needs the supervisor branch (passes on a trial merge with sup 6cb1bee): drop this ignore when merged"]
+fn e2e_respawn_waits_for_a_cluster_slot_after_a_partition() {
+    let etcd = etcd_or_skip!();
+    let a = Host::with_opts(&etcd, &["--respawn"]);
+    let a_out = a.env.path("a.out");
+    assert_eq!(outcome(a.command("back", 1, 1, 4, "a.out", None)).0, 0);
+    let (_, first_pid, first_token) =
+        poll_until(DEADLINE, || started(&a_out)).expect("A's COMMAND started");
+    a.proxy.freeze();
+    common::wait_until("A's COMMAND to be stopped", || !common::alive(first_pid));
+    // The supervisor stays, waiting for a cluster slot, holding its local one.
+    assert!(a.env.pid_file("back", 1).exists());
+    a.proxy.unfreeze();
+    let again = poll_until(Duration::from_secs(4) + DEADLINE, || {
+        started(&a_out).filter(|&(_, pid, _)| pid != first_pid)
+    });
+    let (_, pid, token) = again.expect("COMMAND never came back after the partition healed");
+    assert!(common::alive(pid));
+    assert!(
+        token > first_token,
+        "a new claim, a new fencing token: {first_token} then {token}"
+    );
+    let log = common::read(&a.env.path("log"));
+    assert!(log.contains("cluster slot"), "{log}");
 }
