@@ -217,9 +217,6 @@ fn cluster_config(cli: &Cli) -> Result<Option<crate::etcd::ClusterConfig>, Strin
     }))
 }
 
-/// How long `--check`/`--status --etcd` wait for an endpoint.
-const FLEET_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
-
 fn fleet_check(cli: &Cli, name: &str, endpoints: &[String]) -> ExitCode {
     if let Err(e) = crate::name::validate(name) {
         return fail(ExitCode::Usage, &e.to_string());
@@ -230,38 +227,29 @@ fn fleet_check(cli: &Cli, name: &str, endpoints: &[String]) -> ExitCode {
             "--max-age is about local heartbeats: use it without --etcd",
         );
     }
-    match crate::etcd::fleet::list(endpoints, name, FLEET_TIMEOUT) {
-        Ok(slots) => {
-            let (health, summary) = crate::etcd::fleet::judge(name, &slots, cli.min_peers);
-            if cli.verbose {
-                let _ = writeln!(std::io::stdout(), "{summary}");
-            }
-            health_code(health)
-        }
-        Err(e) => {
-            if cli.verbose {
-                let _ = writeln!(std::io::stdout(), "{e}");
-            }
-            ExitCode::Unknown
-        }
+    let (code, why) = match crate::etcd::fleet::check(endpoints, name, cli.min_peers) {
+        Ok((health, summary)) => (health_code(health), summary),
+        Err(e) => (ExitCode::Unknown, e),
+    };
+    if cli.verbose {
+        let _ = writeln!(std::io::stdout(), "{why}");
     }
+    code
 }
 
 fn fleet_status(cli: &Cli, name: &str, endpoints: &[String]) -> ExitCode {
+    use crate::etcd::fleet::Format;
     if let Err(e) = crate::name::validate(name) {
         return fail(ExitCode::Usage, &e.to_string());
     }
-    let slots = match crate::etcd::fleet::list(endpoints, name, FLEET_TIMEOUT) {
-        Ok(s) => s,
-        Err(e) => return fail(ExitCode::Unknown, &e),
-    };
-    let text = if cli.json {
-        crate::etcd::fleet::to_json(name, &slots) + "\n"
-    } else {
-        crate::etcd::fleet::to_text(name, &slots)
-    };
-    let _ = std::io::stdout().write_all(text.as_bytes());
-    health_code(crate::etcd::fleet::judge(name, &slots, 1).0)
+    let format = if cli.json { Format::Json } else { Format::Text };
+    match crate::etcd::fleet::status(endpoints, name, format) {
+        Ok((health, text)) => {
+            let _ = std::io::stdout().write_all(text.as_bytes());
+            health_code(health)
+        }
+        Err(e) => fail(ExitCode::Unknown, &e),
+    }
 }
 
 // --- end of fleet-wide slots ---

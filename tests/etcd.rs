@@ -401,7 +401,12 @@ fn fleet_view_lists_every_holder() {
     );
     let json: serde_json::Value = serde_json::from_str(&fleet::to_json("fleet", &slots)).unwrap();
     assert_eq!(json.as_array().unwrap().len(), 2);
-    promtool_accepts(&fleet::to_prometheus("fleet", &slots));
+    let (_, prom) = fleet::status(&[etcd.url()], "fleet", fleet::Format::Prometheus).unwrap();
+    assert!(
+        prom.contains("rdaemon_cluster_slots_held{name=\"fleet\"} 2"),
+        "{prom}"
+    );
+    promtool_accepts(&prom);
 
     // Cut b off: its slot shows as lapsing before it disappears.
     proxy.freeze();

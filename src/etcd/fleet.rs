@@ -140,6 +140,47 @@ pub(crate) fn list_with(
     Ok(slots)
 }
 
+/// How long `--check`/`--status --etcd` wait for one endpoint.
+pub const TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The output formats of `--status NAME --etcd`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// A table with a header line.
+    Text,
+    /// A JSON array, one object per cluster slot.
+    Json,
+    /// The Prometheus text exposition format.
+    Prometheus,
+}
+
+/// `--check NAME --etcd`: the verdict over the fleet and a one-line
+/// summary for `--verbose`. Blocks for at most about [`TIMEOUT`] per
+/// endpoint and request.
+///
+/// Errors: etcd could not be asked (the text names each endpoint and
+/// cause): "cannot tell".
+pub fn check(endpoints: &[String], name: &str, min_peers: u32) -> Result<(Health, String), String> {
+    let slots = list(endpoints, name, TIMEOUT)?;
+    Ok(judge(name, &slots, min_peers))
+}
+
+/// `--status NAME --etcd`: the verdict (as for one peer) and the listing in
+/// `format`, ending in a newline. Blocks and fails as [`check`] does.
+pub fn status(
+    endpoints: &[String],
+    name: &str,
+    format: Format,
+) -> Result<(Health, String), String> {
+    let slots = list(endpoints, name, TIMEOUT)?;
+    let text = match format {
+        Format::Text => to_text(name, &slots),
+        Format::Json => to_json(name, &slots) + "\n",
+        Format::Prometheus => to_prometheus(name, &slots),
+    };
+    Ok((judge(name, &slots, 1).0, text))
+}
+
 /// The `--check` verdict over the fleet: healthy when at least `min_peers`
 /// slots are held, unhealthy when fewer (but some) are held or some are
 /// lapsing, not running when there is none.
