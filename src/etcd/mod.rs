@@ -716,6 +716,13 @@ mod tests {
     }
 
     #[test]
+    fn a_lease_can_move_between_threads() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<ClusterLease>();
+        send_sync::<client::Client>();
+    }
+
+    #[test]
     fn keys() {
         assert_eq!(slot_key("mailer", 3), "/rdaemon/mailer/slot/3");
         assert!(slot_key("mailer", 3).starts_with(&slot_prefix("mailer")));
