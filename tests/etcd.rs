@@ -276,6 +276,28 @@ fn partition_loses_the_lease_before_etcd_can_expire_it() {
 }
 
 #[test]
+fn a_lease_revoked_behind_our_back_is_lost_at_once() {
+    let etcd = etcd_or_skip!();
+    let ttl = 6;
+    let timing = LeaseTiming::new(Duration::from_secs(ttl));
+    let mut lease = ClusterLease::claim(&cfg(vec![etcd.url()], 1, ttl), "revoked", 1).unwrap();
+    etcd.client().revoke(lease.lease_id(), soon()).unwrap();
+    // Noticed at the next renewal: the slot may be another host's already.
+    assert!(readable_within(
+        lease.fd(),
+        timing.renew_every() + Duration::from_millis(1500)
+    ));
+    let LeaseStanding::Lost { kill_by, why } = lease.standing() else {
+        panic!("the descriptor woke but the lease is held");
+    };
+    assert!(
+        kill_by <= Instant::now(),
+        "a revoked lease must be killed for at once"
+    );
+    assert!(why.contains("expired or was revoked"), "{why}");
+}
+
+#[test]
 fn frozen_etcd_loses_the_lease_and_a_thawed_one_gives_a_new_slot() {
     let etcd = etcd_or_skip!();
     let ttl = 4;
