@@ -60,6 +60,21 @@
 //! Only monotonic clocks ([`Instant`]) enter this arithmetic; wall-clock
 //! steps do not matter. `started_unix` in the key's value is for people.
 //!
+//! What timing cannot cover: a host that is paused as a whole (a frozen
+//! VM, a SIGSTOPped supervisor *and* COMMAND) for longer than the lease
+//! wakes up with COMMAND still running after etcd gave its slot away. Its
+//! supervisor finds the lease gone at the next renewal and kills at once,
+//! but writes COMMAND made meanwhile are what the fencing token is for.
+//!
+//! # After a loss
+//!
+//! The supervisor exits, or with `--respawn` calls
+//! [`ClusterLease::reclaim`] every T/3 (each try gives up after
+//! [`RECLAIM_BUDGET`]) and restarts COMMAND, with a new fencing token, once
+//! it holds a slot again. The library turns `heartbeat()` false
+//! ([`ClusterLease::on_lost`] records `StopReason::LeaseLost` where
+//! `heartbeat()` already looks, so the work loop pays nothing for it).
+//!
 //! # The fleet view
 //!
 //! [`fleet`] lists the cluster slots for `--check`/`--status` with
