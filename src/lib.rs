@@ -20,7 +20,7 @@ pub mod commands;
 mod daemon;
 pub mod detach;
 mod error;
-/// Fleet-wide slots on etcd (feature `etcd`; the CLI needs it).
+// Fleet-wide slots on etcd (feature `etcd`; the CLI needs it).
 #[cfg(feature = "etcd")]
 pub mod etcd;
 pub mod exit_code;
