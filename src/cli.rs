@@ -20,7 +20,10 @@ use clap::{ArgGroup, Parser};
     override_usage = "rdaemon --name NAME [OPTIONS] -- COMMAND [ARG]...\n       \
                       rdaemon --check NAME [--min-peers K] [--max-age SECS] [--pid-dir DIR]\n       \
                       rdaemon --status NAME [--json] [--pid-dir DIR]\n       \
-                      rdaemon --stop NAME [--timeout SECS] [--pid-dir DIR]",
+                      rdaemon --stop NAME [--timeout SECS] [--pid-dir DIR]\n       \
+                      rdaemon --name NAME --etcd URL[,URL...] --cluster-max-peers M [OPTIONS] -- COMMAND [ARG]...\n       \
+                      rdaemon --check NAME --etcd URL[,URL...] [--min-peers K]\n       \
+                      rdaemon --status NAME --etcd URL[,URL...] [--json]",
     // `multiple(true)`: with exclusive group members clap would consider a
     // `requires = "status"` satisfied by a conflicting `--check`; mode
     // exclusivity is checked in `commands::run` instead.
@@ -62,8 +65,9 @@ pub struct Cli {
     #[arg(short = 'f', long, requires = "name")]
     pub foreground: bool,
 
-    /// Grace between SIGTERM and SIGKILL when stopping COMMAND
-    #[arg(long, value_name = "SECS", default_value = "10", requires = "name", value_parser = parse_secs)]
+    /// Grace between SIGTERM and SIGKILL when stopping COMMAND [default: 10;
+    /// 4 with --cluster-max-peers, which allows at most --lease-ttl/2 minus a margin]
+    #[arg(long, value_name = "SECS", default_value = "10", default_value_if("cluster_max_peers", clap::builder::ArgPredicate::IsPresent, Some("4")), hide_default_value = true, requires = "name", value_parser = parse_secs)]
     pub stop_timeout: Duration,
 
     /// Restart COMMAND when it exits on its own
@@ -227,6 +231,29 @@ pub struct Cli {
     #[arg(long, value_name = "SECS", default_value = "10", requires = "stop", value_parser = parse_secs, help_heading = "Check, status, stop")]
     pub timeout: Duration,
 
+    // --- Fleet-wide slots (etcd; src/etcd) ---
+    /// etcd v3 endpoints (comma-separated), tried in order. With --name and
+    /// --cluster-max-peers: also hold one of M fleet-wide slots; with --check
+    /// and --status: answer for the whole fleet. --stop stays local
+    #[arg(
+        long,
+        value_name = "URL[,URL...]",
+        env = "RDAEMON_ETCD",
+        value_delimiter = ',',
+        help_heading = "Fleet-wide slots (etcd)"
+    )]
+    pub etcd: Vec<String>,
+
+    /// With --etcd: at most M peers of NAME across every host sharing that etcd
+    #[arg(long, value_name = "M", requires = "name", value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::slot::MAX_SLOTS)), help_heading = "Fleet-wide slots (etcd)")]
+    pub cluster_max_peers: Option<u32>,
+
+    /// The etcd lease's time to live, whole seconds: a host cut off from etcd
+    /// stops COMMAND (SIGTERM by SECS/2, SIGKILL before SECS) so that no other
+    /// host can take the slot while it still runs
+    #[arg(long, value_name = "SECS", default_value_t = 10, requires = "cluster_max_peers", value_parser = clap::value_parser!(u64).range(crate::etcd::MIN_LEASE_TTL_SECS..=86_400), help_heading = "Fleet-wide slots (etcd)")]
+    pub lease_ttl: u64,
+    // --- end of fleet-wide slots ---
     /// The program to run, and its arguments
     #[arg(value_name = "COMMAND", trailing_var_arg = true, allow_hyphen_values = true, value_parser = clap::value_parser!(OsString))]
     pub command: Vec<OsString>,

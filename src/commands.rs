@@ -92,6 +92,10 @@ fn start(cli: Cli, name: &str) -> ExitCode {
             Err(e) => return fail(ExitCode::Failure, &e),
         },
     };
+    let cluster = match cluster_config(&cli) {
+        Ok(c) => c,
+        Err(msg) => return fail(ExitCode::Usage, &msg),
+    };
     let dir = absolute(&pid_dir(&cli));
     // Vet (and create) the directory here, so that an unsafe one is reported
     // directly rather than through the supervisor.
@@ -150,7 +154,7 @@ fn start(cli: Cli, name: &str) -> ExitCode {
         forking: cli.forking,
         pidfile: cli.pidfile.as_deref().map(absolute),
         timestamps: cli.timestamps,
-        cluster: None,
+        cluster,
     };
     if cli.foreground {
         return supervisor::run(cfg, &mut ForegroundReady { quiet: cli.quiet });
@@ -178,7 +182,83 @@ fn health_code(h: Health) -> ExitCode {
     }
 }
 
+// --- Fleet-wide slots (etcd; src/etcd) ---
+
+/// The endpoints from `--etcd`/`RDAEMON_ETCD`, empty ones dropped.
+fn etcd_endpoints(cli: &Cli) -> Vec<String> {
+    cli.etcd
+        .iter()
+        .map(|e| e.trim().to_string())
+        .filter(|e| !e.is_empty())
+        .collect()
+}
+
+/// `--cluster-max-peers` and co. for a start, vetted; `Err` is a usage
+/// error.
+fn cluster_config(cli: &Cli) -> Result<Option<crate::etcd::ClusterConfig>, String> {
+    let endpoints = etcd_endpoints(cli);
+    let Some(max_peers) = cli.cluster_max_peers else {
+        // RDAEMON_ETCD in the environment is for --check/--status; an
+        // explicit --etcd on a start without M is a mistake.
+        if !endpoints.is_empty() && std::env::var_os("RDAEMON_ETCD").is_none() {
+            return Err("--etcd on a start needs --cluster-max-peers M".into());
+        }
+        return Ok(None);
+    };
+    if endpoints.is_empty() {
+        return Err("--cluster-max-peers needs --etcd URL (or RDAEMON_ETCD)".into());
+    }
+    let lease_ttl = std::time::Duration::from_secs(cli.lease_ttl);
+    crate::etcd::check_stop_timeout(cli.stop_timeout, lease_ttl)?;
+    Ok(Some(crate::etcd::ClusterConfig {
+        endpoints,
+        max_peers,
+        lease_ttl,
+    }))
+}
+
+fn fleet_check(cli: &Cli, name: &str, endpoints: &[String]) -> ExitCode {
+    if let Err(e) = crate::name::validate(name) {
+        return fail(ExitCode::Usage, &e.to_string());
+    }
+    if cli.max_age.is_some() {
+        return fail(
+            ExitCode::Usage,
+            "--max-age is about local heartbeats: use it without --etcd",
+        );
+    }
+    let (code, why) = match crate::etcd::fleet::check(endpoints, name, cli.min_peers) {
+        Ok((health, summary)) => (health_code(health), summary),
+        Err(e) => (ExitCode::Unknown, e),
+    };
+    if cli.verbose {
+        let _ = writeln!(std::io::stdout(), "{why}");
+    }
+    code
+}
+
+fn fleet_status(cli: &Cli, name: &str, endpoints: &[String]) -> ExitCode {
+    use crate::etcd::fleet::Format;
+    if let Err(e) = crate::name::validate(name) {
+        return fail(ExitCode::Usage, &e.to_string());
+    }
+    let format = if cli.json { Format::Json } else { Format::Text };
+    match crate::etcd::fleet::status(endpoints, name, format) {
+        Ok((health, text)) => {
+            let _ = std::io::stdout().write_all(text.as_bytes());
+            health_code(health)
+        }
+        Err(e) => fail(ExitCode::Unknown, &e),
+    }
+}
+
+// --- end of fleet-wide slots ---
+
 fn check(cli: &Cli, name: &str) -> ExitCode {
+    let endpoints = etcd_endpoints(cli);
+    if !endpoints.is_empty() {
+        return fleet_check(cli, name, &endpoints);
+    }
     match inspect::check(&pid_dir(cli), name, cli.min_peers, cli.max_age) {
         Ok(r) => {
             if cli.verbose {
@@ -197,6 +277,10 @@ fn check(cli: &Cli, name: &str) -> ExitCode {
 }
 
 fn status(cli: &Cli, name: &str) -> ExitCode {
+    let endpoints = etcd_endpoints(cli);
+    if !endpoints.is_empty() {
+        return fleet_status(cli, name, &endpoints);
+    }
     let scan = match inspect::status(&pid_dir(cli), name) {
         Ok(s) => s,
         Err(e) if e.kind() == crate::ErrorKind::Usage => {

@@ -85,6 +85,12 @@ pub enum Error {
     },
     /// The API was used out of order.
     State(&'static str),
+    /// All M fleet-wide slots are held (etcd); the text names the holders
+    /// as host:pid.
+    ClusterBusy(String),
+    /// etcd could not be reached or is not an etcd v3 gateway; the text
+    /// names each endpoint and the cause.
+    ClusterUnavailable(String),
 }
 
 impl Error {
@@ -92,10 +98,10 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::InvalidName { .. } | Error::InvalidConfig(_) => ErrorKind::Usage,
-            Error::Busy { .. } => ErrorKind::Busy,
+            Error::Busy { .. } | Error::ClusterBusy(_) => ErrorKind::Busy,
             Error::UnsafeDir { .. } => ErrorKind::UnsafeDir,
             Error::UnusableSlot { .. } => ErrorKind::UnusableSlot,
-            Error::Io { .. } | Error::Sys { .. } => ErrorKind::Io,
+            Error::Io { .. } | Error::Sys { .. } | Error::ClusterUnavailable(_) => ErrorKind::Io,
             Error::State(_) => ErrorKind::State,
         }
     }
@@ -159,6 +165,7 @@ impl fmt::Display for Error {
             Error::Io { op, path, source } => write!(f, "cannot {op} {}: {source}", path.display()),
             Error::Sys { op, source } => write!(f, "cannot {op}: {source}"),
             Error::State(msg) => f.write_str(msg),
+            Error::ClusterBusy(msg) | Error::ClusterUnavailable(msg) => f.write_str(msg),
         }
     }
 }

@@ -70,7 +70,11 @@ mod daemon;
 #[cfg(feature = "cli")]
 mod detach;
 mod error;
-mod etcd;
+// Fleet-wide slots on etcd (feature `etcd`; the CLI needs it). Public
+// only for its integration tests: not API.
+#[cfg(feature = "etcd")]
+#[doc(hidden)]
+pub mod etcd;
 #[cfg(feature = "cli")]
 mod exit_code;
 // The inspect rewrite documents its public items; until it lands here its

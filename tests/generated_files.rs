@@ -33,7 +33,8 @@ const REFRESH: &str = "RDAEMON_BLESS=1 cargo test --test generated_files";
 
 /// The hand-written sections after OPTIONS, in order: heading, file in
 /// `man/sections/`.
-const TRAILING_SECTIONS: [(&str, &str); 5] = [
+const TRAILING_SECTIONS: [(&str, &str); 6] = [
+    ("FLEET-WIDE SLOTS", "etcd.roff"),
     ("EXIT STATUS", "exit-status.roff"),
     ("ENVIRONMENT", "environment.roff"),
     ("FILES", "files.roff"),
@@ -330,6 +331,7 @@ fn man_page_documents_every_option() {
             "SYNOPSIS",
             "DESCRIPTION",
             "OPTIONS",
+            "FLEET\\-WIDE SLOTS",
             "EXIT STATUS",
             "ENVIRONMENT",
             "FILES",

@@ -4,7 +4,7 @@ complete -c rdaemon -l status -d 'Show NAME\'s slots: state, PID, child PID, upt
 complete -c rdaemon -l stop -d 'Stop every peer of NAME (SIGTERM, then SIGKILL after --timeout)' -r
 complete -c rdaemon -l pid-dir -d 'Directory of the slot files [default: $RDAEMON_PID_DIR, /run/rdaemon for root, $XDG_RUNTIME_DIR/rdaemon, /tmp/rdaemon-$UID]' -r -F
 complete -c rdaemon -l max-peers -d 'How many copies of NAME may run at once' -r
-complete -c rdaemon -l stop-timeout -d 'Grace between SIGTERM and SIGKILL when stopping COMMAND' -r
+complete -c rdaemon -l stop-timeout -d 'Grace between SIGTERM and SIGKILL when stopping COMMAND [default: 10; 4 with --cluster-max-peers, which allows at most --lease-ttl/2 minus a margin]' -r
 complete -c rdaemon -l max-respawns -d 'Give up after N restarts within --respawn-window' -r
 complete -c rdaemon -l respawn-window -d 'The window for --max-respawns' -r
 complete -c rdaemon -l respawn-delay -d 'First pause before a restart; doubles up to 60s, and resets once COMMAND stayed up for a whole window' -r
@@ -25,6 +25,9 @@ complete -c rdaemon -l heartbeat-interval -d 'Also refresh the heartbeat (the PI
 complete -c rdaemon -l min-peers -d 'With --check: how many peers must run' -r
 complete -c rdaemon -l max-age -d 'With --check: each running peer\'s heartbeat must be younger than SECS' -r
 complete -c rdaemon -l timeout -d 'With --stop: how long to wait after SIGTERM before SIGKILL' -r
+complete -c rdaemon -l etcd -d 'etcd v3 endpoints (comma-separated), tried in order. With --name and --cluster-max-peers: also hold one of M fleet-wide slots; with --check and --status: answer for the whole fleet. --stop stays local' -r
+complete -c rdaemon -l cluster-max-peers -d 'With --etcd: at most M peers of NAME across every host sharing that etcd' -r
+complete -c rdaemon -l lease-ttl -d 'The etcd lease\'s time to live, whole seconds: a host cut off from etcd stops COMMAND (SIGTERM by SECS/2, SIGKILL before SECS) so that no other host can take the slot while it still runs' -r
 complete -c rdaemon -s f -l foreground -d 'Do not detach: stay in the foreground (systemd Type=simple, containers)'
 complete -c rdaemon -l respawn -d 'Restart COMMAND when it exits on its own'
 complete -c rdaemon -l forking -d 'COMMAND daemonizes itself (forks and lets its first process exit): supervise the process it leaves behind'

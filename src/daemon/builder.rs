@@ -30,6 +30,9 @@ pub struct Builder {
     pub(super) stop_signals: Vec<i32>,
     pub(super) handle_signals: bool,
     pub(super) sd_notify: bool,
+    /// `etcd()`, `cluster_max_peers()`, `lease_ttl()`; vetted by `build()`.
+    #[cfg(feature = "etcd")]
+    pub(super) cluster: crate::etcd::ClusterConfig,
 }
 
 impl Builder {
@@ -45,6 +48,12 @@ impl Builder {
             stop_signals: DEFAULT_STOP_SIGNALS.to_vec(),
             handle_signals: true,
             sd_notify: true,
+            #[cfg(feature = "etcd")]
+            cluster: crate::etcd::ClusterConfig {
+                endpoints: Vec::new(),
+                max_peers: 0,
+                lease_ttl: Duration::from_secs(10),
+            },
         }
     }
 
@@ -130,6 +139,43 @@ impl Builder {
         self
     }
 
+    /// Also holds one of [`Builder::cluster_max_peers`] fleet-wide slots in
+    /// the etcd at `endpoints` (`http://host:port`, tried in order), taken
+    /// by `start()` after the local slot. Without it nothing of etcd is
+    /// used: no connection, no thread.
+    ///
+    /// `heartbeat()` then turns false ([`StopReason::LeaseLost`]) once the
+    /// lease has not been renewed for half its TTL; the work loop must be
+    /// done by TTL/2 minus a margin after that (4 s with the default 10 s
+    /// TTL), before etcd can give the slot to another host. Feature `etcd`.
+    ///
+    /// [`StopReason::LeaseLost`]: crate::StopReason::LeaseLost
+    #[cfg(feature = "etcd")]
+    pub fn etcd<I, S>(mut self, endpoints: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.cluster.endpoints = endpoints.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// With [`Builder::etcd`]: at most `m` peers of NAME across every host
+    /// sharing that etcd (required with `etcd`). Feature `etcd`.
+    #[cfg(feature = "etcd")]
+    pub fn cluster_max_peers(mut self, m: u32) -> Self {
+        self.cluster.max_peers = m;
+        self
+    }
+
+    /// With [`Builder::etcd`]: the etcd lease's TTL, whole seconds, at
+    /// least 2 (default 10 s). Feature `etcd`.
+    #[cfg(feature = "etcd")]
+    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
+        self.cluster.lease_ttl = ttl;
+        self
+    }
+
     /// Whether the daemon speaks sd_notify to `$NOTIFY_SOCKET` (default
     /// true). The CLI supervisor turns it off: it reports to the service
     /// manager itself, and only in `--foreground`.
@@ -187,6 +233,8 @@ impl Builder {
                 crate::signal_name(sig)
             ));
         }
+        #[cfg(feature = "etcd")]
+        crate::etcd::vet_library_config(&self.cluster).map_err(Error::InvalidConfig)?;
         let pid_dir = self.pid_dir.clone().unwrap_or_else(default_pid_dir);
         Daemon::from_builder(self, pid_dir)
     }

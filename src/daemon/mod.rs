@@ -147,6 +147,12 @@ pub struct Daemon {
     /// A previous run ended: the next start() needs a fresh stop cell.
     ended: bool,
     state: SlotState,
+    /// The vetted `etcd()` settings, if any.
+    #[cfg(feature = "etcd")]
+    cluster: Option<crate::etcd::ClusterConfig>,
+    /// The fleet-wide slot held while started.
+    #[cfg(feature = "etcd")]
+    cluster_lease: Option<crate::etcd::ClusterLease>,
 }
 
 impl Daemon {
@@ -158,6 +164,9 @@ impl Daemon {
     }
 
     fn from_builder(b: Builder, pid_dir: PathBuf) -> Result<Daemon> {
+        #[cfg(feature = "etcd")]
+        let cluster =
+            crate::etcd::vet_library_config(&b.cluster).map_err(Error::InvalidConfig)?;
         let check_every = (b.lease / 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
         Ok(Daemon {
             reason: Some(StopReason::NotRunning),
@@ -185,6 +194,10 @@ impl Daemon {
             runtime_ends_ns: u64::MAX,
             ended: false,
             state: SlotState::default(),
+            #[cfg(feature = "etcd")]
+            cluster,
+            #[cfg(feature = "etcd")]
+            cluster_lease: None,
         })
     }
 
@@ -227,6 +240,11 @@ impl Daemon {
         }
         let dir = PidDir::open_or_create(&self.pid_dir)?;
         let held = self.take_slot(&dir)?;
+        #[cfg(feature = "etcd")]
+        if let Err(e) = self.claim_cluster_slot(held.index()) {
+            release_quietly(held);
+            return Err(e);
+        }
         self.state = SlotState {
             started_unix: SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
@@ -268,6 +286,35 @@ impl Daemon {
         self.reason = None;
         self.schedule(now);
         Ok(())
+    }
+
+    /// With `etcd()`: claims a fleet-wide slot for the local slot `index`
+    /// just taken; its loss stops this run ([`StopReason::LeaseLost`]) as a
+    /// token would, so heartbeat()'s one atomic load covers the lease too.
+    #[cfg(feature = "etcd")]
+    fn claim_cluster_slot(&mut self, index: u32) -> Result<()> {
+        let Some(cfg) = &self.cluster else {
+            return Ok(());
+        };
+        let lease = crate::etcd::ClusterLease::claim(cfg, &self.name, index).map_err(|e| match e {
+            crate::etcd::ClaimError::Busy(m) => Error::ClusterBusy(m),
+            crate::etcd::ClaimError::Unavailable(m) => Error::ClusterUnavailable(m),
+        })?;
+        let token = self.stop_token();
+        lease.on_lost(move || token.stop_for(&StopReason::LeaseLost));
+        self.cluster_lease = Some(lease);
+        Ok(())
+    }
+
+    /// The fleet-wide slot's fencing token (the etcd key's create
+    /// revision), with `etcd()` once started: pass it with every write to a
+    /// shared resource, which refuses tokens smaller than the largest it
+    /// has seen. `None` without `etcd()` or before `start()`.
+    #[cfg(feature = "etcd")]
+    pub fn fencing_token(&self) -> Option<i64> {
+        self.cluster_lease
+            .as_ref()
+            .map(crate::etcd::ClusterLease::fencing_token)
     }
 
     fn take_slot(&self, dir: &PidDir) -> Result<HeldSlot> {
@@ -572,6 +619,10 @@ impl Daemon {
             log::warn!("{e}");
         }
         self.notifier = None;
+        #[cfg(feature = "etcd")]
+        if let Some(lease) = self.cluster_lease.take() {
+            lease.release();
+        }
         let released = held.release();
         if let Some(mut s) = self.signals.take() {
             s.uninstall();
