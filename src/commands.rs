@@ -6,7 +6,7 @@ use std::io::Write;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
-use crate::cli::Cli;
+use crate::cli::{Cli, Format, Mode};
 use crate::exit_code::ExitCode;
 use crate::inspect::{self, Health};
 use crate::piddir::{PidDir, default_pid_dir};
@@ -14,31 +14,20 @@ use crate::supervisor::{
     self, ChildSpec, Config, Identity, OutputChoice, Readiness, respawn::RespawnLimits,
 };
 
-/// Runs the mode `cli` selects and returns the exit status.
+/// Runs the mode `cli` selects and returns the exit status. `cli` comes
+/// from [`crate::cli::try_parse`], which refused every word and option the
+/// mode would not use.
 pub fn run(cli: Cli) -> ExitCode {
-    let modes = [&cli.name, &cli.check, &cli.status, &cli.stop]
-        .iter()
-        .filter(|m| m.is_some())
-        .count();
-    if modes > 1 {
-        return fail(
-            ExitCode::Usage,
-            "use only one of --name, --check, --status and --stop",
-        );
-    }
-    if let Some(name) = cli.name.clone() {
-        start(cli, &name)
-    } else if let Some(name) = &cli.check {
-        check(&cli, name)
-    } else if let Some(name) = &cli.status {
-        status(&cli, name)
-    } else if let Some(name) = &cli.stop {
-        stop(&cli, name)
-    } else {
-        fail(
-            ExitCode::Usage,
-            "one of --name, --check, --status or --stop is required",
-        )
+    match cli.mode() {
+        Mode::Start(name) => match cli.min_peers {
+            Some(k) => ensure_peers(cli, &name, k),
+            None => start(&cli, &name),
+        },
+        Mode::Check(name) => check(&cli, &name),
+        Mode::Status(name) => status(&cli, name.as_deref()),
+        Mode::Stop(name) => stop(&cli, &name),
+        Mode::Restart(name) => restart(&cli, &name),
+        Mode::ListNames => list_names(&cli),
     }
 }
 
@@ -72,7 +61,7 @@ fn report_start(code: ExitCode, message: &str, quiet: bool) {
     }
 }
 
-fn start(cli: Cli, name: &str) -> ExitCode {
+fn start(cli: &Cli, name: &str) -> ExitCode {
     if let Err(e) = crate::name::validate(name) {
         return fail(ExitCode::Usage, &e.to_string());
     }
@@ -92,7 +81,7 @@ fn start(cli: Cli, name: &str) -> ExitCode {
             Err(e) => return fail(ExitCode::Failure, &e),
         },
     };
-    let dir = absolute(&pid_dir(&cli));
+    let dir = absolute(&pid_dir(cli));
     // Vet (and create) the directory here, so that an unsafe one is reported
     // directly rather than through the supervisor.
     if let Err(e) = PidDir::open_or_create(&dir) {
@@ -172,17 +161,98 @@ fn health_code(h: Health) -> ExitCode {
     match h {
         Health::Healthy => ExitCode::Success,
         Health::Unhealthy => ExitCode::Unhealthy,
-        Health::Stale => ExitCode::Stale,
+        Health::Stale | Health::Failed => ExitCode::Stale,
         Health::NotRunning => ExitCode::NotRunning,
-        Health::Unknown => ExitCode::Unknown,
+        _ => ExitCode::Unknown,
+    }
+}
+
+/// `--min-peers K` on a start: start only the peers that are missing, one
+/// start (its own detach, its own slot) after another. Slots bound how
+/// many run, so concurrent runs of the same line never exceed N; a run
+/// that finds the last slots taken by a concurrent one looks again.
+fn ensure_peers(cli: Cli, name: &str, k: u32) -> ExitCode {
+    if let Err(e) = crate::name::validate(name) {
+        return fail(ExitCode::Usage, &e.to_string());
+    }
+    if k > cli.max_peers {
+        return fail(
+            ExitCode::Usage,
+            &format!(
+                "--min-peers {k} exceeds --max-peers {}: at most {} peers of {name} may run",
+                cli.max_peers, cli.max_peers
+            ),
+        );
+    }
+    if cli.foreground {
+        return fail(
+            ExitCode::Usage,
+            "--min-peers starts peers detached; it cannot be combined with --foreground",
+        );
+    }
+    let dir = pid_dir(&cli);
+    let running = |dir: &Path| -> std::result::Result<inspect::CheckResult, ExitCode> {
+        match inspect::check(dir, name, k, None) {
+            Ok(r) if r.health == Health::Unknown => Err(fail(ExitCode::Failure, &r.summary)),
+            Ok(r) => Ok(r),
+            Err(e) => Err(fail(ExitCode::for_start_error(&e), &e.to_string())),
+        }
+    };
+    let count = |r: &inspect::CheckResult| r.running;
+    let before = match running(&dir) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    let missing = k.saturating_sub(count(&before));
+    let mut first_failure: Option<ExitCode> = None;
+    for _ in 0..missing {
+        let code = start(&cli, name);
+        if code != ExitCode::Success {
+            first_failure = Some(code);
+            break;
+        }
+    }
+    let after = match running(&dir) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    if count(&after) >= k {
+        return ExitCode::Success;
+    }
+    match first_failure {
+        Some(code) => {
+            if !cli.quiet {
+                let _ = writeln!(std::io::stderr(), "rdaemon: {}", after.summary);
+                for r in &after.reasons {
+                    let _ = writeln!(std::io::stderr(), "rdaemon: {name}: {r}");
+                }
+            }
+            code
+        }
+        None => {
+            // Every start succeeded, yet fewer than K run: a peer died or
+            // is still starting.
+            let _ = writeln!(std::io::stderr(), "rdaemon: {}", after.summary);
+            for r in &after.reasons {
+                let _ = writeln!(std::io::stderr(), "rdaemon: {name}: {r}");
+            }
+            ExitCode::Failure
+        }
     }
 }
 
 fn check(cli: &Cli, name: &str) -> ExitCode {
-    match inspect::check(&pid_dir(cli), name, cli.min_peers, cli.max_age) {
+    let k = cli.min_peers.unwrap_or(1);
+    // The place for a fleet-wide check (--etcd) is here: a different
+    // source of slots, the same verdict and exit status.
+    match inspect::check(&pid_dir(cli), name, k, cli.max_age) {
         Ok(r) => {
             if cli.verbose {
-                let _ = writeln!(std::io::stdout(), "{}", r.summary);
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{}", r.summary);
+                for reason in &r.reasons {
+                    let _ = writeln!(out, "  {reason}");
+                }
             }
             health_code(r.health)
         }
@@ -196,27 +266,41 @@ fn check(cli: &Cli, name: &str) -> ExitCode {
     }
 }
 
-fn status(cli: &Cli, name: &str) -> ExitCode {
-    let scan = match inspect::status(&pid_dir(cli), name) {
+fn status(cli: &Cli, name: Option<&str>) -> ExitCode {
+    let format = cli.format();
+    let memory = format == Format::Prometheus;
+    // The place for a fleet-wide status (--etcd) is here as well.
+    let scan = match name {
+        Some(name) => inspect::status(&pid_dir(cli), name, memory),
+        None => inspect::status_all(&pid_dir(cli), memory),
+    };
+    let scan = match scan {
         Ok(s) => s,
         Err(e) if e.kind() == crate::ErrorKind::Usage => {
             return fail(ExitCode::Usage, &e.to_string());
         }
         Err(e) => return fail(ExitCode::Unknown, &e.to_string()),
     };
-    let text = if cli.json {
-        inspect::to_json(&scan.slots) + "\n"
-    } else {
-        inspect::to_text(name, &scan.slots)
+    let text = match format {
+        Format::Json => inspect::to_json(&scan.slots) + "\n",
+        Format::Prometheus => inspect::to_prometheus(&scan.slots),
+        Format::Text if scan.slots.is_empty() => match name {
+            Some(name) => format!("{name}: no slot files in {}\n", pid_dir(cli).display()),
+            None => format!("no slot files in {}\n", pid_dir(cli).display()),
+        },
+        Format::Text => inspect::to_text(&scan.slots, name.is_none()),
     };
     // A closed stdout (`rdaemon --status x | true`) is not an error worth a
     // panic; the exit status still tells.
     let _ = std::io::stdout().write_all(text.as_bytes());
-    health_code(inspect::judge(name, &scan.slots, 1, None).health)
+    match name {
+        Some(name) => health_code(inspect::judge(name, &scan.slots, 1, None).health),
+        None => health_code(inspect::judge_all(&scan.slots)),
+    }
 }
 
 fn stop(cli: &Cli, name: &str) -> ExitCode {
-    let outcomes = match inspect::stop(&pid_dir(cli), name, cli.timeout) {
+    let outcomes = match inspect::stop(&pid_dir(cli), name, cli.slot, cli.timeout) {
         Ok(o) => o,
         Err(e) if e.kind() == crate::ErrorKind::Usage => {
             return fail(ExitCode::Usage, &e.to_string());
@@ -224,15 +308,89 @@ fn stop(cli: &Cli, name: &str) -> ExitCode {
         Err(e) => return fail(ExitCode::Failure, &e.to_string()),
     };
     let mut code = ExitCode::Success;
-    for o in outcomes.iter().filter(|o| !o.stopped) {
-        code = ExitCode::Failure;
-        let _ = writeln!(
-            std::io::stderr(),
-            "rdaemon: {name} slot {} ({}): {}",
-            o.slot,
-            o.pid_file.display(),
-            o.problem.as_deref().unwrap_or("not stopped")
-        );
+    let mut err = std::io::stderr().lock();
+    for o in &outcomes {
+        // A SIGKILL is always reported: it may have cut a job short.
+        if !o.killed.is_empty() {
+            let _ = writeln!(
+                err,
+                "rdaemon: {name} slot {}: still running {:.1}s after SIGTERM; sent SIGKILL to PID(s) {}{}",
+                o.slot,
+                o.grace.as_secs_f64(),
+                inspect::join_pids(&o.killed),
+                if o.kill_logged {
+                    " (also written to its log)"
+                } else {
+                    ""
+                }
+            );
+        }
+        if !o.stopped {
+            code = ExitCode::Failure;
+            let _ = writeln!(
+                err,
+                "rdaemon: {name} slot {} ({}): {}",
+                o.slot,
+                o.pid_file.display(),
+                o.problem.as_deref().unwrap_or("not stopped")
+            );
+        } else if cli.verbose {
+            let _ = writeln!(std::io::stdout(), "{name} slot {}: stopped", o.slot);
+        }
     }
     code
+}
+
+fn restart(cli: &Cli, name: &str) -> ExitCode {
+    let verbose = cli.verbose;
+    let report = |o: &inspect::RestartOutcome| {
+        if o.restarted {
+            if verbose {
+                let _ = writeln!(
+                    std::io::stdout(),
+                    "{name} slot {}: restarted{}",
+                    o.slot,
+                    o.child_pid
+                        .map(|p| format!(", COMMAND is PID {p}"))
+                        .unwrap_or_default()
+                );
+            }
+        } else {
+            let _ = writeln!(
+                std::io::stderr(),
+                "rdaemon: {name} slot {}{}: {}",
+                o.slot,
+                if o.skipped {
+                    " skipped"
+                } else {
+                    " failed to come up"
+                },
+                o.problem.as_deref().unwrap_or("not restarted")
+            );
+        }
+    };
+    match inspect::restart(&pid_dir(cli), name, cli.slot, cli.timeout, report) {
+        Ok(outcomes) if outcomes.is_empty() => fail(
+            ExitCode::Failure,
+            &format!("{name}: no peer runs; nothing to restart"),
+        ),
+        Ok(outcomes) if outcomes.iter().all(|o| o.restarted) => ExitCode::Success,
+        Ok(_) => ExitCode::Failure,
+        Err(e) if e.kind() == crate::ErrorKind::Usage => fail(ExitCode::Usage, &e.to_string()),
+        Err(e) => fail(ExitCode::Failure, &e.to_string()),
+    }
+}
+
+/// The hidden `--list-names`: one NAME per line, for shell completion.
+fn list_names(cli: &Cli) -> ExitCode {
+    match inspect::names(&pid_dir(cli)) {
+        Ok(names) => {
+            let mut out = std::io::stdout().lock();
+            for n in names {
+                let _ = writeln!(out, "{n}");
+            }
+            ExitCode::Success
+        }
+        Err(e) => fail(ExitCode::Unknown, &e.to_string()),
+    }
 }

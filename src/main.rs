@@ -1,12 +1,10 @@
 //! The `rdaemon` binary: parse, dispatch, exit.
 
-use clap::Parser;
 use rdaemon::ExitCode;
-use rdaemon::cli::Cli;
 
 fn main() -> ExitCode {
     rdaemon::logger::init();
-    match Cli::try_parse() {
+    match rdaemon::cli::try_parse() {
         Ok(cli) => rdaemon::commands::run(cli),
         Err(e) => {
             let _ = e.print();

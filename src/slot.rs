@@ -76,16 +76,46 @@ pub fn state_file_name(name: &str, index: u32) -> String {
 
 /// If `file_name` is a slot file of `name`, its slot index.
 pub fn parse_pid_file_name(name: &str, file_name: &str) -> Option<u32> {
-    let stem = file_name.strip_suffix(".pid")?;
+    parse_slot_file_name(file_name)
+        .filter(|(n, _, kind)| *n == name && *kind == SlotFile::Pid)
+        .map(|(_, index, _)| index)
+}
+
+/// The kinds of per-slot file a reader looks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotFile {
+    /// `NAME.I.pid`: the slot itself.
+    Pid,
+    /// `NAME.I.state`: the holder's state, or a `failed` tombstone.
+    State,
+}
+
+/// Splits `NAME.I.pid` or `NAME.I.state` into the name (a valid NAME),
+/// the slot index and the kind; `None` for any other file.
+pub fn parse_slot_file_name(file_name: &str) -> Option<(&str, u32, SlotFile)> {
+    let (stem, kind) = if let Some(stem) = file_name.strip_suffix(".pid") {
+        (stem, SlotFile::Pid)
+    } else {
+        (file_name.strip_suffix(".state")?, SlotFile::State)
+    };
     let (base, index) = stem.rsplit_once('.')?;
-    if base != name
-        || index.is_empty()
+    if index.is_empty()
         || index.starts_with('0')
         || !index.bytes().all(|b| b.is_ascii_digit())
+        || crate::name::validate(base).is_err()
     {
         return None;
     }
-    index.parse().ok().filter(|&i| (1..=MAX_SLOTS).contains(&i))
+    let index = index
+        .parse()
+        .ok()
+        .filter(|&i| (1..=MAX_SLOTS).contains(&i))?;
+    Some((base, index, kind))
+}
+
+/// File name of slot `index`'s sd_notify socket (see the supervisor).
+pub fn notify_socket_name(name: &str, index: u32) -> String {
+    format!("{name}.{index}.notify")
 }
 
 /// Identity of an inode, to tell whether a path still names our file.
@@ -156,6 +186,10 @@ pub struct HeldSlot {
     /// The PID this process wrote into the file, if it wrote one; the
     /// heartbeat puts it back if someone overwrites the file in place.
     pid: Option<u32>,
+    /// A shared lock on the PID directory for as long as the slot is held,
+    /// so that systemd-tmpfiles never ages the slot's files out of `/tmp`
+    /// (see [`PidDir::hold_shared`]). `None` when it could not be taken.
+    _dir_lock: Option<std::os::fd::OwnedFd>,
 }
 
 /// The outcome of trying one slot.
@@ -314,6 +348,12 @@ impl HeldSlot {
                 file,
                 id,
                 pid: None,
+                _dir_lock: dir
+                    .hold_shared()
+                    .inspect_err(|e| {
+                        log::warn!("{e}: the slot's files are not protected from /tmp cleaners")
+                    })
+                    .ok(),
             };
             // Exactly SLOT_FILE_MODE, whatever the umask or an older
             // version left behind.
@@ -647,6 +687,48 @@ pub fn remove_if_stale(dir: &PidDir, name: &str, index: u32) -> Result<bool> {
     }
 }
 
+/// Removes what slot `index`'s last holder left behind: a stale PID file,
+/// the state file or `failed` tombstone, the notify socket. Takes the slot
+/// for an instant (creating the PID file if only side files are left), so
+/// nothing of a live holder's is ever removed: when the slot is held,
+/// nothing happens. Whether the slot was cleared. Creates nothing when no
+/// file of the slot exists.
+pub fn clear_leftovers(dir: &PidDir, name: &str, index: u32) -> Result<bool> {
+    let exists = |file: &str| {
+        fstatat(dir.fd(), file, AtFlags::AT_SYMLINK_NOFOLLOW)
+            .ok()
+            .map(|st| file_type(&st))
+    };
+    let notify = notify_socket_name(name, index);
+    let notify_type = exists(&notify);
+    if exists(&pid_file_name(name, index)).is_none()
+        && exists(&state_file_name(name, index)).is_none()
+        && notify_type.is_none()
+    {
+        return Ok(false);
+    }
+    match HeldSlot::try_take(dir, name, index, std::process::id())? {
+        Attempt::Taken(held) => {
+            // Only a socket: anything else there is not ours to remove.
+            if notify_type == Some(SFlag::S_IFSOCK) {
+                match unlinkat(dir.fd(), notify.as_str(), UnlinkatFlags::NoRemoveDir) {
+                    Ok(()) | Err(Errno::ENOENT) => {}
+                    Err(e) => {
+                        return Err(Error::io(
+                            "remove notify socket",
+                            dir.path().join(&notify),
+                            e.into(),
+                        ));
+                    }
+                }
+            }
+            held.release()?;
+            Ok(true)
+        }
+        Attempt::Busy(_) => Ok(false),
+    }
+}
+
 impl HeldSlot {
     /// Locks an existing slot file without writing to it; `None` when it is
     /// missing, held, or unusable.
@@ -678,6 +760,7 @@ impl HeldSlot {
             file,
             id: FileId::from(&st),
             pid: None,
+            _dir_lock: None,
         };
         // Dropping a HeldSlot whose path names another file removes nothing.
         Ok(held.still_in_dir()?.then_some(held))

@@ -729,11 +729,11 @@ fn orphan_whose_pid_file_names_a_reused_pid() {
     fs::write(env.pid_file("ru", 1), format!("{}\n", bystander.pid())).unwrap();
 
     let (c, slots) = status_json(&env, &[], "ru");
-    assert_eq!(c, 0);
+    assert_eq!(c, 150);
     assert_eq!(slots[0]["state"], "orphaned", "{slots:?}");
     assert!(slots[0]["pid"].is_null(), "{slots:?}");
     assert_eq!(slots[0]["child_pid"], child[0]);
-    assert_eq!(env.check("ru"), 0);
+    assert_eq!(env.check("ru"), 150);
 
     let out = env.run(["--name", "ru", "--", "true"]);
     expect(&out, 75, "start while the orphan holds the slot");
@@ -1623,9 +1623,9 @@ fn embedded_nul_is_a_clear_error_in_the_library() {
         matches!(&r, Ok(c) if c.health == rdaemon::inspect::Health::Unknown) || r.is_err(),
         "{r:?}"
     );
-    assert!(rdaemon::inspect::status(&nul_dir, "ok").is_err());
-    assert!(rdaemon::inspect::stop(&nul_dir, "ok", Duration::from_secs(1)).is_err());
-    assert!(rdaemon::inspect::status(&env.pid_dir, "a\0b").is_err());
+    assert!(rdaemon::inspect::status(&nul_dir, "ok", false).is_err());
+    assert!(rdaemon::inspect::stop(&nul_dir, "ok", None, Some(Duration::from_secs(1))).is_err());
+    assert!(rdaemon::inspect::status(&env.pid_dir, "a\0b", false).is_err());
 }
 
 // ---------------------------------------------------------------------------
@@ -2230,10 +2230,11 @@ fn killed_supervisor_leaves_an_orphan_that_still_counts() {
     sigkill(sup);
     wait_until("supervisor dead", || !alive(sup));
     let (c, slots) = status_json(&env, &[], "or");
-    assert_eq!(c, 0);
+    // Held, so never N+1; but not running: unhealthy (150).
+    assert_eq!(c, 150);
     assert_eq!(slots[0]["state"], "orphaned", "{slots:?}");
     assert_eq!(slots[0]["child_pid"], child[0]);
-    assert_eq!(env.check("or"), 0);
+    assert_eq!(env.check("or"), 150);
     let mut again: Vec<String> = vec!["--name".into(), "or".into(), "--".into()];
     again.extend(daemon_cmd(&mk).map(String::from));
     let out = env.run(&again);
@@ -2404,7 +2405,11 @@ fn pid_namespace_orphans_and_forged_pids() {
         let slots = ns.status_json(&env, "ns");
         assert_eq!(slots[0]["state"], "orphaned", "{slots:?}");
         assert!(slots[0]["child_pid"].is_i64(), "{slots:?}");
-        expect(&ns.run(&env, ["--check", "ns"]), 0, "--check of an orphan");
+        expect(
+            &ns.run(&env, ["--check", "ns"]),
+            150,
+            "--check of an orphan (held, not running)",
+        );
         expect(&ns.run(&env, &start), 75, "start next to an orphan");
         assert_eq!(command_pids(&mk), commands, "never N+1");
 

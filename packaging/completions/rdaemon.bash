@@ -23,7 +23,7 @@ _rdaemon() {
 
     case "${cmd}" in
         rdaemon)
-            opts="-f -q -v -h -V --name --check --status --stop --pid-dir --max-peers --foreground --stop-timeout --respawn --max-respawns --respawn-window --respawn-delay --exit-codes --min-uptime --recycle-codes --forking --pidfile --memory-limit --log --syslog --timestamps --syslog-socket --chdir --umask --user --env --notify --ready-timeout --watchdog --quiet --heartbeat-interval --min-peers --max-age --verbose --json --timeout --help --version"
+            opts="-f -q -v -h -V --name --check --status --stop --restart --list-names --pid-dir --max-peers --foreground --stop-timeout --respawn --max-respawns --respawn-window --respawn-delay --exit-codes --min-uptime --recycle-codes --forking --pidfile --memory-limit --log --syslog --timestamps --syslog-socket --chdir --umask --user --env --notify --ready-timeout --watchdog --quiet --heartbeat-interval --min-peers --max-age --verbose --format --json --slot --timeout --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -42,6 +42,10 @@ _rdaemon() {
                     return 0
                     ;;
                 --stop)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --restart)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -130,6 +134,14 @@ _rdaemon() {
                     return 0
                     ;;
                 --max-age)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --format)
+                    COMPREPLY=($(compgen -W "text json prometheus" -- "${cur}"))
+                    return 0
+                    ;;
+                --slot)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

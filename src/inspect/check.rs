@@ -1,0 +1,261 @@
+//! `--check`: the verdict, in LSB terms, and the reasons behind it.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+use super::scan::{Depth, SlotReport, SlotStatus, scan_name};
+use crate::error::Result;
+use crate::piddir::PidDir;
+
+/// The verdict of `--check`, in LSB terms.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// At least K peers run (and their heartbeats are fresh). Exit 0.
+    Healthy,
+    /// Slots are held, but fewer than K peers run (the others start, back
+    /// off, stop or are orphaned), or a heartbeat is too old. Exit 150.
+    Unhealthy,
+    /// No slot is held, but a stale PID file remains. Exit 1.
+    Stale,
+    /// No slot is held, and a supervisor gave up: a `failed` tombstone.
+    /// Exit 1.
+    Failed,
+    /// No peer, no trace. Exit 3.
+    NotRunning,
+    /// Cannot tell: unsafe directory, permission denied, unusable slot
+    /// file. Exit 4.
+    Unknown,
+}
+
+/// The result of [`check`]: the verdict, a one-line summary, and one line
+/// for every slot that does not count as running, saying why.
+#[non_exhaustive]
+#[derive(Debug, Clone)]
+pub struct CheckResult {
+    pub health: Health,
+    /// How many peers count as running.
+    pub running: u32,
+    pub summary: String,
+    pub reasons: Vec<String>,
+}
+
+impl CheckResult {
+    fn new(health: Health, summary: String) -> CheckResult {
+        CheckResult {
+            health,
+            running: 0,
+            summary,
+            reasons: Vec::new(),
+        }
+    }
+}
+
+/// `--check`: do at least `min_peers` peers of NAME run, each with a
+/// heartbeat younger than `max_age`? Never takes a slot or creates a file;
+/// with `max_age` it asks each supervisor for a fresh heartbeat and waits
+/// up to a second for the answers. Problems with the directory are
+/// reported as [`Health::Unknown`]; only a bad NAME is an error.
+pub fn check(
+    pid_dir: &Path,
+    name: &str,
+    min_peers: u32,
+    max_age: Option<Duration>,
+) -> Result<CheckResult> {
+    crate::name::validate(name)?;
+    let dir = match PidDir::open_existing(pid_dir) {
+        Ok(Some(dir)) => dir,
+        Ok(None) => {
+            return Ok(CheckResult::new(
+                Health::NotRunning,
+                format!(
+                    "{name}: not running (no PID directory {})",
+                    pid_dir.display()
+                ),
+            ));
+        }
+        Err(e) => return Ok(CheckResult::new(Health::Unknown, e.to_string())),
+    };
+    let depth = Depth {
+        heartbeats: max_age.is_some(),
+        memory: false,
+    };
+    match scan_name(&dir, name, depth) {
+        Ok(slots) => Ok(judge(name, &slots, min_peers, max_age)),
+        Err(e) => Ok(CheckResult::new(Health::Unknown, e.to_string())),
+    }
+}
+
+/// Why slot `s` does not count as running, in one line, or `None` when it
+/// does.
+pub(super) fn why_not_running(s: &SlotReport, max_age: Option<Duration>) -> Option<String> {
+    let slot = s.slot;
+    let exit = || {
+        s.reason
+            .clone()
+            .or_else(|| s.last_exit.as_ref().map(|e| format!("exit {e}")))
+    };
+    Some(match s.state {
+        SlotStatus::Running => {
+            let max = max_age?;
+            match s.heartbeat_age_s {
+                Some(age) if age <= max.as_secs_f64() => return None,
+                Some(age) => format!(
+                    "slot {slot} heartbeat is {age:.1}s old (limit {}s)",
+                    max.as_secs_f64()
+                ),
+                None => format!("slot {slot} heartbeat age is unknown"),
+            }
+        }
+        SlotStatus::Starting => match s.child_pid {
+            Some(c) => format!("slot {slot} starting: COMMAND (PID {c}) has not sent READY=1 yet"),
+            None => format!("slot {slot} starting"),
+        },
+        SlotStatus::Backoff => {
+            let mut line = format!("slot {slot} backing off");
+            if let Some(why) = exit() {
+                let _ = write!(line, " after {why}");
+            }
+            if let Some(next) = s.next_try_unix_ms {
+                let secs = next.saturating_sub(super::now_unix_ms()).div_ceil(1000);
+                let _ = write!(line, ", next try in {secs}s");
+            }
+            line
+        }
+        SlotStatus::Stopping => match &s.reason {
+            Some(r) => format!("slot {slot} stopping: {r}"),
+            None => format!("slot {slot} stopping"),
+        },
+        SlotStatus::Orphaned => {
+            let who = match s.child_pid {
+                Some(c) => format!("COMMAND (PID {c})"),
+                None => "another process".to_string(),
+            };
+            format!(
+                "slot {slot} orphaned: its supervisor is gone but {who} still holds the lock \
+                 (rdaemon --stop {} --slot {slot} ends it)",
+                s.name
+            )
+        }
+        SlotStatus::Failed => {
+            let mut line = format!("slot {slot} failed");
+            if let Some(r) = &s.reason {
+                let _ = write!(line, ": {r}");
+            }
+            if let Some(e) = &s.last_exit {
+                let _ = write!(line, " (last exit: {e})");
+            }
+            line
+        }
+        SlotStatus::Stale => format!("slot {slot} stale: nobody holds {}", s.pid_file.display()),
+        SlotStatus::Unusable | SlotStatus::Unknown => format!(
+            "slot {slot} {}: {}: {}",
+            s.state.as_str(),
+            s.pid_file.display(),
+            s.detail.as_deref().unwrap_or("cannot examine it")
+        ),
+    })
+}
+
+/// Turns one name's slots into a verdict (shared by `--check` and
+/// `--status`).
+pub fn judge(
+    name: &str,
+    slots: &[SlotReport],
+    min_peers: u32,
+    max_age: Option<Duration>,
+) -> CheckResult {
+    let reasons: Vec<String> = slots
+        .iter()
+        .filter_map(|s| why_not_running(s, max_age))
+        .collect();
+    let count = |f: fn(SlotStatus) -> bool| slots.iter().filter(|s| f(s.state)).count();
+    let running = count(SlotStatus::is_up);
+    let held = count(SlotStatus::is_held);
+    let stale = count(|s| s == SlotStatus::Stale);
+    let failed = count(|s| s == SlotStatus::Failed);
+    let old_heartbeat = slots.iter().any(|s| {
+        s.state.is_up()
+            && max_age.is_some_and(|max| s.heartbeat_age_s.is_none_or(|a| a > max.as_secs_f64()))
+    });
+    let (health, summary) = if let Some(bad) = slots
+        .iter()
+        .find(|s| matches!(s.state, SlotStatus::Unusable | SlotStatus::Unknown))
+    {
+        (
+            Health::Unknown,
+            format!(
+                "{name}: cannot tell: slot file {}: {}",
+                bad.pid_file.display(),
+                bad.detail.as_deref().unwrap_or("cannot examine it")
+            ),
+        )
+    } else if held == 0 && failed > 0 {
+        (
+            Health::Failed,
+            format!("{name}: not running; {failed} slot(s) failed (the supervisor gave up)"),
+        )
+    } else if held == 0 && stale > 0 {
+        (
+            Health::Stale,
+            format!("{name}: not running, {stale} stale PID file(s)"),
+        )
+    } else if held == 0 {
+        (Health::NotRunning, format!("{name}: not running"))
+    } else if (running as u64) < u64::from(min_peers) {
+        (
+            Health::Unhealthy,
+            format!(
+                "{name}: {running} of at least {min_peers} peers running ({held} slot(s) held)"
+            ),
+        )
+    } else if old_heartbeat {
+        (
+            Health::Unhealthy,
+            format!("{name}: {running} peer(s) running, but a heartbeat is too old"),
+        )
+    } else {
+        (
+            Health::Healthy,
+            format!("{name}: {running} peer(s) running"),
+        )
+    };
+    CheckResult {
+        health,
+        running: running as u32,
+        summary,
+        reasons,
+    }
+}
+
+/// The verdict over several names (`--status` without NAME): the worst of
+/// each name's own (K = 1), in the order cannot tell, unhealthy, failed,
+/// stale, not running; healthy when every name is. `NotRunning` when there
+/// are no slots at all.
+pub fn judge_all(slots: &[SlotReport]) -> Health {
+    let mut names: Vec<&str> = slots.iter().map(|s| s.name.as_str()).collect();
+    names.dedup();
+    let verdicts: Vec<Health> = names
+        .iter()
+        .map(|n| {
+            let own: Vec<SlotReport> = slots.iter().filter(|s| s.name == *n).cloned().collect();
+            judge(n, &own, 1, None).health
+        })
+        .collect();
+    if verdicts.is_empty() {
+        return Health::NotRunning;
+    }
+    for worst in [
+        Health::Unknown,
+        Health::Unhealthy,
+        Health::Failed,
+        Health::Stale,
+        Health::NotRunning,
+    ] {
+        if verdicts.contains(&worst) {
+            return worst;
+        }
+    }
+    Health::Healthy
+}
