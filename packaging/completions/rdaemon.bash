@@ -1,4 +1,4 @@
-_rdaemon() {
+_rdaemon_options() {
     local i cur prev opts cmd
     COMPREPLY=()
     if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
@@ -157,6 +157,43 @@ _rdaemon() {
             return 0
             ;;
     esac
+}
+
+# Added by tests/generated_files.rs (clap_complete knows neither): the
+# daemon names in the PID directory (rdaemon --list-names) after --check,
+# --status, --stop, --restart and --name; commands, then files, after --.
+_rdaemon_names() {
+    local i dir=()
+    for (( i = 1; i < COMP_CWORD; i++ )); do
+        if [[ "${COMP_WORDS[i]}" == --pid-dir ]]; then
+            dir=(--pid-dir "${COMP_WORDS[i+1]}")
+        fi
+    done
+    "${COMP_WORDS[0]}" --list-names "${dir[@]}" 2>/dev/null
+}
+
+_rdaemon() {
+    local cur="${COMP_WORDS[COMP_CWORD]}" prev="" i
+    (( COMP_CWORD > 0 )) && prev="${COMP_WORDS[COMP_CWORD-1]}"
+    for (( i = 1; i < COMP_CWORD; i++ )); do
+        if [[ "${COMP_WORDS[i]}" == -- ]]; then
+            if (( i + 1 == COMP_CWORD )); then
+                COMPREPLY=( $(compgen -c -- "${cur}") )
+            else
+                COMPREPLY=( $(compgen -f -- "${cur}") )
+            fi
+            return 0
+        fi
+    done
+    case "${prev}" in
+        --name|--check|--status|--stop|--restart)
+            if [[ "${cur}" != -* ]]; then
+                COMPREPLY=( $(compgen -W "$(_rdaemon_names)" -- "${cur}") )
+                return 0
+            fi
+            ;;
+    esac
+    _rdaemon_options "$@"
 }
 
 if [[ "${BASH_VERSINFO[0]}" -eq 4 && "${BASH_VERSINFO[1]}" -ge 4 || "${BASH_VERSINFO[0]}" -gt 4 ]]; then

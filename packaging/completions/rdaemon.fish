@@ -1,8 +1,22 @@
-complete -c rdaemon -l name -d 'Start COMMAND as a peer of NAME' -r
-complete -c rdaemon -l check -d 'Exit 0 if at least K peers of NAME run (LSB status codes; for cron watchdogs)' -r
-complete -c rdaemon -l status -d 'Show NAME\'s slots (every name\'s, without NAME): state, PID, child PID, COMMAND\'s uptime, heartbeat age, restarts, last exit, STATUS= text' -r
-complete -c rdaemon -l stop -d 'Stop every peer of NAME, or slot I\'s (SIGTERM, then SIGKILL after --timeout)' -r
-complete -c rdaemon -l restart -d 'Rolling restart: restart COMMAND in each slot of NAME in turn (or in slot I), going on only once the new COMMAND runs (is READY under --notify)' -r
+# Added by tests/generated_files.rs: the daemon names in the PID directory
+# after --check, --status, --stop, --restart and --name; commands after --.
+function __rdaemon_names
+    set -l tokens (commandline -opc)
+    set -l dir
+    set -l i (contains -i -- --pid-dir $tokens)
+    and set dir --pid-dir $tokens[(math $i + 1)]
+    $tokens[1] --list-names $dir 2>/dev/null
+end
+function __rdaemon_command_position
+    set -l tokens (commandline -opc)
+    test "$tokens[-1]" = --
+end
+complete -c rdaemon -n __rdaemon_command_position -x -a '(__fish_complete_command)'
+complete -c rdaemon -l name -d 'Start COMMAND as a peer of NAME' -r -f -a '(__rdaemon_names)'
+complete -c rdaemon -l check -d 'Exit 0 if at least K peers of NAME run (LSB status codes; for cron watchdogs)' -r -f -a '(__rdaemon_names)'
+complete -c rdaemon -l status -d 'Show NAME\'s slots (every name\'s, without NAME): state, PID, child PID, COMMAND\'s uptime, heartbeat age, restarts, last exit, STATUS= text' -r -f -a '(__rdaemon_names)'
+complete -c rdaemon -l stop -d 'Stop every peer of NAME, or slot I\'s (SIGTERM, then SIGKILL after --timeout)' -r -f -a '(__rdaemon_names)'
+complete -c rdaemon -l restart -d 'Rolling restart: restart COMMAND in each slot of NAME in turn (or in slot I), going on only once the new COMMAND runs (is READY under --notify)' -r -f -a '(__rdaemon_names)'
 complete -c rdaemon -l pid-dir -d 'Directory of the slot files [default: $RDAEMON_PID_DIR, /run/rdaemon for root, /tmp/rdaemon-$UID for others]' -r -F
 complete -c rdaemon -l max-peers -d 'How many copies of NAME may run at once' -r
 complete -c rdaemon -l stop-timeout -d 'Grace between SIGTERM and SIGKILL when stopping COMMAND' -r
