@@ -212,9 +212,23 @@ fn ensure_peers(cli: Cli, name: &str, k: u32) -> ExitCode {
             break;
         }
     }
-    let after = match running(&dir) {
-        Ok(r) => r,
-        Err(code) => return code,
+    // Peers that a concurrent run (or this one) started may still be
+    // starting: give them until their readiness deadline before judging.
+    let patience = if cli.notify {
+        cli.ready_timeout
+    } else {
+        std::time::Duration::ZERO
+    } + std::time::Duration::from_secs(5);
+    let deadline = std::time::Instant::now() + patience;
+    let after = loop {
+        let after = match running(&dir) {
+            Ok(r) => r,
+            Err(code) => return code,
+        };
+        if count(&after) >= k || after.starting == 0 || std::time::Instant::now() >= deadline {
+            break after;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
     };
     if count(&after) >= k {
         return ExitCode::Success;

@@ -37,6 +37,8 @@ pub struct CheckResult {
     pub health: Health,
     /// How many peers count as running.
     pub running: u32,
+    /// How many slots are held by peers still starting (no READY=1 yet).
+    pub starting: u32,
     pub summary: String,
     pub reasons: Vec<String>,
 }
@@ -46,6 +48,7 @@ impl CheckResult {
         CheckResult {
             health,
             running: 0,
+            starting: 0,
             summary,
             reasons: Vec::new(),
         }
@@ -224,6 +227,7 @@ pub fn judge(
     CheckResult {
         health,
         running: running as u32,
+        starting: count(|s| s == SlotStatus::Starting) as u32,
         summary,
         reasons,
     }
