@@ -203,7 +203,10 @@ fn kill9_supervisor_leaves_an_orphan_that_keeps_the_slot() {
     });
     let s = &env.status_json("orph")[0];
     assert!(s["pid"].is_null());
-    assert_eq!(s["child_pid"], child);
+    // COMMAND itself, or (once COMMAND got its SIGTERM) the child of it
+    // that still holds the lock: never null while the slot is held.
+    let holder = s["child_pid"].as_i64().expect("a child_pid") as i32;
+    assert!(holder == child || alive(holder), "{s}");
     assert_eq!(
         env.check("orph"),
         150,
@@ -213,9 +216,9 @@ fn kill9_supervisor_leaves_an_orphan_that_keeps_the_slot() {
         env.status(["--name", "orph", "--", "sh", "-c", "sleep 1000; :", marker]),
         75
     );
-    assert_eq!(pids_with_arg(marker).len(), 1);
+    assert!(pids_with_arg(marker).len() <= 1);
     assert_eq!(env.status(["--stop", "orph"]), 0);
-    wait_until("orphan stopped", || !alive(child));
+    wait_until("orphan stopped", || !alive(child) && !alive(holder));
     env.start("orph", &[], &["sh", "-c", "sleep 1000; :", marker]);
     assert_eq!(env.check("orph"), 0);
 }
@@ -416,14 +419,15 @@ fn runs_inside_a_pid_namespace() {
     }
     let env = Env::new();
     // Inside a fresh PID namespace: start, SIGKILL the supervisor, and the
-    // orphaned COMMAND must still be seen and stopped.
+    // orphaned COMMAND (which ignores the SIGTERM a dying supervisor's
+    // COMMAND gets) must still be seen and stopped.
     let script = format!(
-        "set -e; B={b}; D={d}; $B --pid-dir $D --name ns -- sleep 1000; \
+        "set -e; B={b}; D={d}; $B --pid-dir $D --name ns -- sh -c 'trap \"\" TERM; sleep 1000; :'; \
          $B --pid-dir $D --check ns; S=$(cat $D/ns.1.pid); kill -9 $S; \
          while kill -0 $S 2>/dev/null && ! grep -q '^State:.*Z' /proc/$S/status; do sleep 0.01; done; \
          r=0; $B --pid-dir $D --check ns || r=$?; test $r = 150; \
          $B --pid-dir $D --status ns --json | grep -q orphaned; \
-         $B --pid-dir $D --stop ns; r=0; $B --pid-dir $D --check ns || r=$?; test $r = 3",
+         $B --pid-dir $D --stop ns --timeout 1; r=0; $B --pid-dir $D --check ns || r=$?; test $r = 3",
         b = bin(),
         d = env.pid_dir.display()
     );

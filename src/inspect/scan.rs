@@ -463,17 +463,18 @@ pub(super) fn verify(info: &HeldInfo, state: Option<&SlotState>) -> Holders {
             .into_iter()
             .filter(|&p| Some(p) != h.supervisor && Some(p) != h.child)
             .collect();
-        if h.supervisor.is_none() && h.child.is_none() && state.is_some() {
+        if h.supervisor.is_none() && h.child.is_none() && state.is_some() && !h.others.is_empty() {
             // An orphan whose COMMAND the state file does not name (its
-            // supervisor died before writing it): show the holder that
-            // leads its process group, COMMAND rather than its children.
-            if let Some(i) = h
+            // supervisor died before writing it), or whose COMMAND is gone
+            // while its children still hold the lock: show the holder that
+            // leads its process group (COMMAND rather than its children),
+            // else the first one found.
+            let i = h
                 .others
                 .iter()
                 .position(|&p| crate::proc::stat(p).is_some_and(|st| st.pgrp == p))
-            {
-                h.child = Some(h.others.remove(i));
-            }
+                .unwrap_or(0);
+            h.child = Some(h.others.remove(i));
         }
     }
     h
