@@ -259,7 +259,7 @@ pub enum Format {
     Prometheus,
 }
 
-/// What the command line asks for, once [`try_parse_from`] accepted it.
+/// What the command line asks for, once [`Cli::try_parse_from`] accepted it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mode {
     Start(String),
@@ -272,7 +272,7 @@ pub enum Mode {
 }
 
 impl Cli {
-    /// The mode; exactly one is present after [`try_parse_from`].
+    /// The mode; exactly one is present after [`Cli::try_parse_from`].
     pub fn mode(&self) -> Mode {
         if let Some(n) = &self.name {
             Mode::Start(n.clone())
@@ -299,26 +299,32 @@ impl Cli {
     }
 }
 
-/// Parses the process's arguments: see [`try_parse_from`].
-pub fn try_parse() -> Result<Cli, clap::Error> {
-    try_parse_from(std::env::args_os())
-}
-
-/// Parses `args` (the program name first) and refuses every word and
-/// option that the chosen mode would not use: nothing on the command line
-/// is ever silently ignored. The error is clap's, so it prints like clap's
-/// own usage errors and means exit status 2.
-pub fn try_parse_from<I, T>(args: I) -> Result<Cli, clap::Error>
-where
-    I: IntoIterator<Item = T>,
-    T: Into<OsString> + Clone,
-{
-    let mut cmd = Cli::command();
-    let matches = cmd.try_get_matches_from_mut(args)?;
-    if let Err(msg) = check_applicability(&cmd, &matches) {
-        return Err(cmd.error(clap::error::ErrorKind::ArgumentConflict, msg));
+impl Cli {
+    /// Parses the process's arguments: see [`Cli::try_parse_from`].
+    ///
+    /// This inherent function shadows `clap::Parser::try_parse` on purpose:
+    /// `Cli::try_parse()` always includes the check that nothing on the
+    /// command line is ignored, whichever traits the caller imports.
+    pub fn try_parse() -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::env::args_os())
     }
-    Cli::from_arg_matches(&matches).map_err(|e| e.format(&mut cmd))
+
+    /// Parses `args` (the program name first) and refuses every word and
+    /// option that the chosen mode would not use: nothing on the command
+    /// line is ever silently ignored. The error is clap's, so it prints like
+    /// clap's own usage errors and means exit status 2.
+    pub fn try_parse_from<I, T>(args: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let mut cmd = Cli::command();
+        let matches = cmd.try_get_matches_from_mut(args)?;
+        if let Err(msg) = check_applicability(&cmd, &matches) {
+            return Err(cmd.error(clap::error::ErrorKind::ArgumentConflict, msg));
+        }
+        Cli::from_arg_matches(&matches).map_err(|e| e.format(&mut cmd))
+    }
 }
 
 /// Modes, as bits, for [`APPLIES`].
@@ -564,7 +570,7 @@ mod tests {
     }
 
     fn parse(args: &[&str]) -> Result<Cli, String> {
-        try_parse_from(std::iter::once("rdaemon").chain(args.iter().copied()))
+        Cli::try_parse_from(std::iter::once("rdaemon").chain(args.iter().copied()))
             .map_err(|e| e.to_string())
     }
 

@@ -15,7 +15,7 @@ use crate::supervisor::{
 };
 
 /// Runs the mode `cli` selects and returns the exit status. `cli` comes
-/// from [`crate::cli::try_parse`], which refused every word and option the
+/// from [`Cli::try_parse`], which refused every word and option the
 /// mode would not use.
 pub fn run(cli: Cli) -> ExitCode {
     match cli.mode() {

@@ -1,10 +1,11 @@
 //! The `rdaemon` binary: parse, dispatch, exit.
 
 use rdaemon::ExitCode;
+use rdaemon::cli::Cli;
 
 fn main() -> ExitCode {
     rdaemon::logger::init();
-    match rdaemon::cli::try_parse() {
+    match Cli::try_parse() {
         Ok(cli) => rdaemon::commands::run(cli),
         Err(e) => {
             let _ = e.print();

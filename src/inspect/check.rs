@@ -34,12 +34,16 @@ pub enum Health {
 #[non_exhaustive]
 #[derive(Debug, Clone)]
 pub struct CheckResult {
+    /// The verdict.
     pub health: Health,
     /// How many peers count as running.
     pub running: u32,
     /// How many slots are held by peers still starting (no READY=1 yet).
     pub starting: u32,
+    /// One line: `mailer: 1 of at least 3 peers running (3 slot(s) held)`.
     pub summary: String,
+    /// One line per slot that does not count as running, saying why:
+    /// `slot 2 backing off after exit status 1, next try in 4s`.
     pub reasons: Vec<String>,
 }
 

@@ -24,6 +24,8 @@
 //! - [`stop`]: SIGTERM, a grace, SIGKILL, until every lock is released;
 //! - [`restart`]: one slot at a time, through each supervisor.
 
+#![warn(missing_docs)]
+
 mod check;
 mod format;
 mod restart;
@@ -62,7 +64,7 @@ fn now_unix_ms() -> u64 {
 }
 
 /// `1, 2, 3`: PIDs for a message.
-pub fn join_pids(pids: &[i32]) -> String {
+pub(crate) fn join_pids(pids: &[i32]) -> String {
     pids.iter()
         .map(i32::to_string)
         .collect::<Vec<_>>()

@@ -33,7 +33,9 @@ pub const RESTART_MARGIN: Duration = Duration::from_secs(65);
 #[non_exhaustive]
 #[derive(Debug, Clone)]
 pub struct RestartOutcome {
+    /// The slot's index (1-based).
     pub slot: u32,
+    /// The slot's PID file.
     pub pid_file: PathBuf,
     /// The new COMMAND runs.
     pub restarted: bool,

@@ -96,8 +96,11 @@ pub enum Holder {
 #[non_exhaustive]
 #[derive(Debug, Clone)]
 pub struct SlotReport {
+    /// The daemon's NAME.
     pub name: String,
+    /// The slot's index (1-based).
     pub slot: u32,
+    /// What the slot is doing.
     pub state: SlotStatus,
     /// The verified lock holder named in the PID file (supervisor or
     /// library process); `None` when unknown or orphaned.
@@ -106,6 +109,7 @@ pub struct SlotReport {
     pub child_pid: Option<i32>,
     /// The MAINPID= COMMAND reported over sd_notify, if alive.
     pub main_pid: Option<i32>,
+    /// The slot's PID file (whether or not it exists: a tombstone has none).
     pub pid_file: PathBuf,
     /// When the slot was taken, Unix seconds.
     pub started_unix: Option<u64>,
@@ -113,11 +117,13 @@ pub struct SlotReport {
     pub command_started_unix_ms: Option<u64>,
     /// Seconds since the holder's last heartbeat.
     pub heartbeat_age_s: Option<f64>,
+    /// Restarts of COMMAND since the slot was taken.
     pub restarts: Option<u32>,
     /// How COMMAND last ended: `status 1`, `signal 9`.
     pub last_exit: Option<String>,
     /// The same as a number: the status, or 128+N for signal N.
     pub last_exit_code: Option<i32>,
+    /// Whether COMMAND sent READY=1 (`None` without `--notify`).
     pub ready: Option<bool>,
     /// The last STATUS= text COMMAND sent.
     pub status_text: Option<String>,
@@ -127,6 +133,7 @@ pub struct SlotReport {
     pub next_try_unix_ms: Option<u64>,
     /// How many times COMMAND was spawned in the slot.
     pub run: Option<u64>,
+    /// Who holds the slot, as its state file says.
     pub holder: Option<Holder>,
     /// The peer's own `--stop-timeout`.
     pub stop_timeout: Option<Duration>,

@@ -28,7 +28,9 @@ const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 #[non_exhaustive]
 #[derive(Debug)]
 pub struct StopOutcome {
+    /// The slot's index (1-based).
     pub slot: u32,
+    /// The slot's PID file.
     pub pid_file: PathBuf,
     /// Gone: the lock was released.
     pub stopped: bool,
