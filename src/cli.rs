@@ -389,6 +389,14 @@ const APPLIES: &[(&str, u8, Option<&str>)] = &[
     ("version", ALL, None),
 ];
 
+/// Arguments whose environment variable is a standing setting of the
+/// user's (like `RDAEMON_PID_DIR`), accepted from the environment in every
+/// mode and used by the modes that need it; on the command line they are
+/// held to [`APPLIES`] like any other. `etcd` (`RDAEMON_ETCD`) is the
+/// fleet-wide slots' endpoint list, meaningful to a start, `--check` and
+/// `--status`, and harmless to `--stop`.
+const STANDING_ENV: &[&str] = &["etcd"];
+
 fn mode_option(bit: u8) -> &'static str {
     match bit {
         START => "a start (--name NAME ... -- COMMAND)",
@@ -442,7 +450,10 @@ fn check_applicability(cmd: &clap::Command, matches: &ArgMatches) -> Result<(), 
         [] => return Ok(()),
     };
     for &(id, applies, needs) in APPLIES {
-        if !given(id) {
+        if !given(id)
+            || (STANDING_ENV.contains(&id)
+                && matches!(matches.value_source(id), Some(ValueSource::EnvVariable)))
+        {
             continue;
         }
         if applies & mode == 0 {

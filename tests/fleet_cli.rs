@@ -580,3 +580,45 @@ fn restart_with_real_supervisors_never_drops_below_n_minus_1() {
     assert!(after.iter().all(|&p| alive(p as i32)));
     assert_eq!(env.slots_in_state("real", "running").len(), 3);
 }
+
+#[test]
+fn status_table_shows_command_uptime_and_its_status_text() {
+    let env = Env::new();
+    env.start(
+        "talk",
+        &["--notify"],
+        &[
+            "sh",
+            "-c",
+            "systemd-notify --ready --status='3 jobs done' 2>/dev/null; exec sleep 1000",
+        ],
+    );
+    wait_until("STATUS= arrived", || {
+        env.status_json("talk")
+            .first()
+            .is_some_and(|s| s["status_text"] == "3 jobs done")
+    });
+    let s = &env.status_json("talk")[0];
+    assert_eq!(s["state"], "running", "{s}");
+    assert!(s["command_started_unix"].as_u64().unwrap() >= s["started_unix"].as_u64().unwrap());
+    let out = env.run(["--status", "talk"]);
+    let text = stdout(&out);
+    let header = text.lines().next().unwrap();
+    for col in [
+        "SLOT",
+        "STATE",
+        "PID",
+        "CHILD",
+        "UPTIME",
+        "HEARTBEAT",
+        "RESTARTS",
+        "LAST EXIT",
+        "STATUS",
+    ] {
+        assert!(header.contains(col), "{header}");
+    }
+    let row = text.lines().nth(1).unwrap();
+    assert!(row.starts_with("1 ") && row.contains("running"), "{text}");
+    assert!(row.ends_with("3 jobs done"), "{text}");
+    assert_eq!(out.status.code(), Some(0));
+}
