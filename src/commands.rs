@@ -376,8 +376,10 @@ fn restart(cli: &Cli, name: &str) -> ExitCode {
                 o.slot,
                 if o.skipped {
                     " skipped"
-                } else {
+                } else if o.attempted {
                     " failed to come up"
+                } else {
+                    ""
                 },
                 o.problem.as_deref().unwrap_or("not restarted")
             );

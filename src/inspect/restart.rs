@@ -41,6 +41,9 @@ pub struct RestartOutcome {
     pub restarted: bool,
     /// Left alone on purpose (a library peer, an orphan): the roll went on.
     pub skipped: bool,
+    /// Its supervisor was asked to restart COMMAND (false for skipped
+    /// slots and for those after the slot where the roll halted).
+    pub attempted: bool,
     /// COMMAND's new PID, when restarted.
     pub child_pid: Option<i32>,
     /// Why not restarted, when not.
@@ -54,6 +57,7 @@ impl RestartOutcome {
             pid_file,
             restarted: false,
             skipped: false,
+            attempted: false,
             child_pid: None,
             problem: None,
         }
@@ -125,7 +129,9 @@ pub fn restart(
                 continue;
             }
         };
-        match restart_slot(&dir, name, index, &info, timeout) {
+        let step = restart_slot(&dir, name, index, &info, timeout);
+        outcome.attempted = !matches!(step, Step::Skipped(_));
+        match step {
             Step::Done(child) => {
                 outcome.restarted = true;
                 outcome.child_pid = child;
