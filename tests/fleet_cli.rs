@@ -478,7 +478,7 @@ fn restart_halts_where_a_new_command_fails_to_come_up() {
     let err = stderr(&out);
     assert!(err.contains("halt slot 2 failed to come up"), "{err}");
     assert!(
-        err.contains("slot 3") && err.contains("halted at slot 2"),
+        err.contains("halt slot 3: not restarted: the roll halted at slot 2"),
         "{err}"
     );
     let got: Vec<String> = events(&env.path("events"))
