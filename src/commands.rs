@@ -233,13 +233,14 @@ fn ensure_peers(cli: Cli, name: &str, k: u32) -> ExitCode {
     if count(&after) >= k {
         return ExitCode::Success;
     }
+    // Fewer than K run although this run did what it could: real trouble
+    // (a crash loop holding the slots, say), reported even with --quiet,
+    // which only silences the harmless race for the last slot.
     match first_failure {
         Some(code) => {
-            if !cli.quiet {
-                let _ = writeln!(std::io::stderr(), "rdaemon: {}", after.summary);
-                for r in &after.reasons {
-                    let _ = writeln!(std::io::stderr(), "rdaemon: {name}: {r}");
-                }
+            let _ = writeln!(std::io::stderr(), "rdaemon: {}", after.summary);
+            for r in &after.reasons {
+                let _ = writeln!(std::io::stderr(), "rdaemon: {name}: {r}");
             }
             code
         }
