@@ -226,3 +226,68 @@ fn packaged_textfile_example_writes_atomically_and_rules_pass_promtool() {
     );
     promtool_check_metrics(&text);
 }
+
+/// The packaged alert rules fire when they should, and only then, on
+/// series shaped like `--format prometheus` output (`promtool test rules`).
+#[test]
+fn packaged_alert_rules_fire_on_too_few_peers_and_old_heartbeats() {
+    if !have_promtool() {
+        eprintln!("skipped: promtool not installed");
+        return;
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let rules = root.join("packaging/prometheus/rdaemon.rules.yml");
+    let dir = tempfile::tempdir().unwrap();
+    let test = dir.path().join("rules_test.yml");
+    // Two of three mailers run for ten minutes; slot 3 backs off. Slot 1's
+    // heartbeat is fresh, slot 2's grows old (a wedged supervisor).
+    let spec = format!(
+        r#"rule_files:
+  - {rules}
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: 'rdaemon_slot_up{{instance="h",name="mailer",slot="1"}}'
+        values: '1x10'
+      - series: 'rdaemon_slot_up{{instance="h",name="mailer",slot="2"}}'
+        values: '1x10'
+      - series: 'rdaemon_slot_up{{instance="h",name="mailer",slot="3"}}'
+        values: '0x10'
+      - series: 'rdaemon_slot_heartbeat_age_seconds{{instance="h",name="mailer",slot="1"}}'
+        values: '0x10'
+      - series: 'rdaemon_slot_heartbeat_age_seconds{{instance="h",name="mailer",slot="2"}}'
+        values: '0+60x10'
+    alert_rule_test:
+      - eval_time: 10m
+        alertname: RdaemonFewerPeersThanWanted
+        exp_alerts:
+          - exp_labels: {{severity: warning, instance: h, name: mailer}}
+            exp_annotations:
+              summary: "mailer: only 2 of 3 peers run on h"
+              description: "See rdaemon --check mailer --min-peers 3 --verbose."
+      - eval_time: 10m
+        alertname: RdaemonNameDown
+        exp_alerts: []
+      - eval_time: 10m
+        alertname: RdaemonHeartbeatTooOld
+        exp_alerts:
+          - exp_labels: {{severity: warning, instance: h, name: mailer, slot: "2"}}
+            exp_annotations:
+              summary: "mailer slot 2: heartbeat 10m 0s old on h"
+"#,
+        rules = rules.display()
+    );
+    std::fs::write(&test, spec).unwrap();
+    let out = Command::new("promtool")
+        .args(["test", "rules"])
+        .arg(&test)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "promtool test rules:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
