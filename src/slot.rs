@@ -74,13 +74,6 @@ pub fn state_file_name(name: &str, index: u32) -> String {
     format!("{name}.{index}.state")
 }
 
-/// If `file_name` is a slot file of `name`, its slot index.
-pub fn parse_pid_file_name(name: &str, file_name: &str) -> Option<u32> {
-    parse_slot_file_name(file_name)
-        .filter(|(n, _, kind)| *n == name && *kind == SlotFile::Pid)
-        .map(|(_, index, _)| index)
-}
-
 /// The kinds of per-slot file a reader looks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SlotFile {
@@ -674,19 +667,6 @@ fn probe_impl(dir: &PidDir, name: &str, index: u32, want_pid: bool) -> Probe {
     }
 }
 
-/// Removes a stale slot file: takes the lock (so nobody holds it), checks
-/// that the path still names the file, and unlinks it. Returns whether a
-/// file was removed. Unusable files are left alone.
-pub fn remove_if_stale(dir: &PidDir, name: &str, index: u32) -> Result<bool> {
-    match HeldSlot::try_take_existing(dir, name, index)? {
-        Some(held) => {
-            held.release()?;
-            Ok(true)
-        }
-        None => Ok(false),
-    }
-}
-
 /// Removes what slot `index`'s last holder left behind: a stale PID file,
 /// the state file or `failed` tombstone, the notify socket. Takes the slot
 /// for an instant (creating the PID file if only side files are left), so
@@ -729,44 +709,6 @@ pub fn clear_leftovers(dir: &PidDir, name: &str, index: u32) -> Result<bool> {
     }
 }
 
-impl HeldSlot {
-    /// Locks an existing slot file without writing to it; `None` when it is
-    /// missing, held, or unusable.
-    fn try_take_existing(dir: &PidDir, name: &str, index: u32) -> Result<Option<HeldSlot>> {
-        let file_name = pid_file_name(name, index);
-        let path = dir.path().join(&file_name);
-        let flags = OFlag::O_RDONLY
-            | OFlag::O_NOFOLLOW
-            | OFlag::O_CLOEXEC
-            | OFlag::O_NONBLOCK
-            | OFlag::O_NOCTTY;
-        let fd = match openat(dir.fd(), file_name.as_str(), flags, Mode::empty()) {
-            Ok(fd) => fd,
-            Err(Errno::ENOENT | Errno::ELOOP) => return Ok(None),
-            Err(e) => return Err(Error::io("open slot file", &path, e.into())),
-        };
-        let st = fstat(&fd).map_err(|e| Error::io("examine slot file", &path, e.into()))?;
-        if unusable_reason(&st, &[geteuid().as_raw()]).is_some() {
-            return Ok(None);
-        }
-        let file = File::from(fd);
-        if file.try_lock().is_err() {
-            return Ok(None);
-        }
-        let held = HeldSlot {
-            dir: dir.try_clone()?,
-            name: name.to_string(),
-            index,
-            file,
-            id: FileId::from(&st),
-            pid: None,
-            _dir_lock: None,
-        };
-        // Dropping a HeldSlot whose path names another file removes nothing.
-        Ok(held.still_in_dir()?.then_some(held))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -783,6 +725,13 @@ mod tests {
         assert!(unusable_reason(&st, &[0]).unwrap().contains("2 hard links"));
     }
 
+    /// If `file_name` is a slot file of `name`, its slot index.
+    fn parse_pid_file_name(name: &str, file_name: &str) -> Option<u32> {
+        parse_slot_file_name(file_name)
+            .filter(|(n, _, kind)| *n == name && *kind == SlotFile::Pid)
+            .map(|(_, index, _)| index)
+    }
+
     #[test]
     fn file_names_roundtrip() {
         assert_eq!(pid_file_name("mailer", 3), "mailer.3.pid");
@@ -794,6 +743,12 @@ mod tests {
         assert_eq!(parse_pid_file_name("a", "a..pid"), None);
         assert_eq!(parse_pid_file_name("a", "a.1.state"), None);
         assert_eq!(parse_pid_file_name("a", "a.99999999999.pid"), None);
+        assert_eq!(
+            parse_slot_file_name("a.1.7.state"),
+            Some(("a.1", 7, SlotFile::State))
+        );
+        assert_eq!(parse_slot_file_name(".a.1.state.tmp"), None);
+        assert_eq!(parse_slot_file_name("-a.1.pid"), None);
     }
 
     fn take(dir: &PidDir, pid: u32) -> HeldSlot {
