@@ -629,3 +629,31 @@ fn status_table_shows_command_uptime_and_its_status_text() {
     assert!(row.ends_with("3 jobs done"), "{text}");
     assert_eq!(out.status.code(), Some(0));
 }
+
+#[test]
+fn a_sigkill_by_stop_lands_in_the_real_supervisors_log() {
+    let env = Env::new();
+    let log = env.path("k.log");
+    env.start(
+        "hard",
+        &["--stop-timeout", "30", "--log", log.to_str().unwrap()],
+        &["sh", "-c", "trap '' TERM; sleep 1000; :"],
+    );
+    let sup = env.read_pid("hard", 1).unwrap();
+    let out = env.run(["--stop", "hard", "--timeout", "0.5"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("sent SIGKILL") && err.contains(&sup.to_string()),
+        "{err}"
+    );
+    assert!(err.contains("also written to its log"), "{err}");
+    let text = common::read(&log);
+    assert!(
+        text.lines()
+            .any(|l| l.contains("hard: slot 1: did not stop within 0.5s of SIGTERM; sent SIGKILL")),
+        "{text}"
+    );
+    assert_eq!(env.check("hard"), 3);
+    assert!(!alive(sup));
+}
