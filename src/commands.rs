@@ -234,26 +234,14 @@ fn ensure_peers(cli: Cli, name: &str, k: u32) -> ExitCode {
         return ExitCode::Success;
     }
     // Fewer than K run although this run did what it could: real trouble
-    // (a crash loop holding the slots, say), reported even with --quiet,
-    // which only silences the harmless race for the last slot.
-    match first_failure {
-        Some(code) => {
-            let _ = writeln!(std::io::stderr(), "rdaemon: {}", after.summary);
-            for r in &after.reasons {
-                let _ = writeln!(std::io::stderr(), "rdaemon: {name}: {r}");
-            }
-            code
-        }
-        None => {
-            // Every start succeeded, yet fewer than K run: a peer died or
-            // is still starting.
-            let _ = writeln!(std::io::stderr(), "rdaemon: {}", after.summary);
-            for r in &after.reasons {
-                let _ = writeln!(std::io::stderr(), "rdaemon: {name}: {r}");
-            }
-            ExitCode::Failure
-        }
+    // (a crash loop holding the slots, a peer that died at once), reported
+    // even with --quiet, which only silences the harmless race for the
+    // last slot. The status is the failed start's, else 1.
+    let _ = writeln!(std::io::stderr(), "rdaemon: {}", after.summary);
+    for r in &after.reasons {
+        let _ = writeln!(std::io::stderr(), "rdaemon: {name}: {r}");
     }
+    first_failure.unwrap_or(ExitCode::Failure)
 }
 
 fn check(cli: &Cli, name: &str) -> ExitCode {
