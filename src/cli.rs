@@ -20,7 +20,7 @@ use clap::{ArgGroup, ArgMatches, CommandFactory, FromArgMatches, Parser, ValueEn
     name = "rdaemon",
     version,
     allow_negative_numbers = true,
-    override_usage = "rdaemon --name NAME [OPTIONS] -- COMMAND [ARG]...\n       \
+    override_usage = "rdaemon --name NAME [--max-peers N] [--min-peers K] [OPTIONS] -- COMMAND [ARG]...\n       \
                       rdaemon --check NAME [--min-peers K] [--max-age SECS] [--verbose] [--pid-dir DIR]\n       \
                       rdaemon --status [NAME] [--format text|json|prometheus] [--json] [--pid-dir DIR]\n       \
                       rdaemon --stop NAME [--slot I] [--timeout SECS] [--pid-dir DIR]\n       \
