@@ -267,3 +267,94 @@ pub fn judge_all(slots: &[SlotReport]) -> Health {
     }
     Health::Healthy
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn slot(n: u32, state: SlotStatus) -> SlotReport {
+        let mut s = SlotReport::new("w", n, PathBuf::from(format!("/run/rdaemon/w.{n}.pid")));
+        s.state = state;
+        s
+    }
+
+    #[test]
+    fn only_running_peers_count() {
+        use SlotStatus::*;
+        let h = |slots: &[SlotReport], k| judge("w", slots, k, None).health;
+        assert_eq!(h(&[], 1), Health::NotRunning);
+        assert_eq!(h(&[slot(1, Running)], 1), Health::Healthy);
+        assert_eq!(
+            h(&[slot(1, Running), slot(2, Backoff)], 2),
+            Health::Unhealthy
+        );
+        for held in [Starting, Backoff, Stopping, Orphaned] {
+            assert_eq!(h(&[slot(1, held)], 1), Health::Unhealthy, "{held:?}");
+        }
+        assert_eq!(h(&[slot(1, Failed)], 1), Health::Failed);
+        assert_eq!(h(&[slot(1, Stale)], 1), Health::Stale);
+        assert_eq!(h(&[slot(1, Failed), slot(2, Stale)], 1), Health::Failed);
+        assert_eq!(
+            h(&[slot(1, Running), slot(2, Unusable)], 1),
+            Health::Unknown
+        );
+        // A tombstone beside enough running peers does not matter to K.
+        assert_eq!(h(&[slot(1, Running), slot(2, Failed)], 1), Health::Healthy);
+    }
+
+    #[test]
+    fn old_heartbeats_of_running_peers_are_unhealthy() {
+        let mut a = slot(1, SlotStatus::Running);
+        a.heartbeat_age_s = Some(9.0);
+        let max = Some(Duration::from_secs(5));
+        let r = judge("w", std::slice::from_ref(&a), 1, max);
+        assert_eq!(r.health, Health::Unhealthy);
+        assert_eq!(r.reasons, ["slot 1 heartbeat is 9.0s old (limit 5s)"]);
+        a.heartbeat_age_s = Some(1.0);
+        assert_eq!(judge("w", &[a], 1, max).health, Health::Healthy);
+    }
+
+    #[test]
+    fn reasons_name_every_slot_that_does_not_run() {
+        let mut b = slot(2, SlotStatus::Backoff);
+        b.reason = Some("exit status 1".into());
+        b.next_try_unix_ms = Some(super::super::now_unix_ms() + 3_500);
+        let mut f = slot(3, SlotStatus::Failed);
+        f.reason = Some("gave up after 5 failed runs within 60s (--max-respawns 5)".into());
+        f.last_exit = Some("status 1".into());
+        let mut o = slot(4, SlotStatus::Orphaned);
+        o.child_pid = Some(4242);
+        let r = judge("w", &[slot(1, SlotStatus::Running), b, f, o], 3, None);
+        assert_eq!(r.running, 1);
+        assert_eq!(r.reasons.len(), 3, "{:?}", r.reasons);
+        assert_eq!(
+            r.reasons[0],
+            "slot 2 backing off after exit status 1, next try in 4s"
+        );
+        assert_eq!(
+            r.reasons[1],
+            "slot 3 failed: gave up after 5 failed runs within 60s (--max-respawns 5) (last exit: status 1)"
+        );
+        assert!(
+            r.reasons[2].starts_with("slot 4 orphaned"),
+            "{}",
+            r.reasons[2]
+        );
+        assert!(r.reasons[2].contains("PID 4242"));
+    }
+
+    #[test]
+    fn all_names_take_the_worst_verdict() {
+        let mut a = slot(1, SlotStatus::Running);
+        a.name = "a".into();
+        let mut b = slot(1, SlotStatus::Backoff);
+        b.name = "b".into();
+        let mut c = slot(1, SlotStatus::Failed);
+        c.name = "c".into();
+        assert_eq!(judge_all(&[]), Health::NotRunning);
+        assert_eq!(judge_all(std::slice::from_ref(&a)), Health::Healthy);
+        assert_eq!(judge_all(&[a.clone(), c.clone()]), Health::Failed);
+        assert_eq!(judge_all(&[a, b, c]), Health::Unhealthy);
+    }
+}

@@ -293,3 +293,63 @@ pub fn to_prometheus(slots: &[SlotReport]) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn report() -> SlotReport {
+        let mut s = SlotReport::new("mailer", 2, PathBuf::from("/run/rdaemon/mailer.2.pid"));
+        s.state = SlotStatus::Running;
+        s.pid = Some(10);
+        s.child_pid = Some(11);
+        s.status_text = Some("said \"hi\"\n\u{1b}[31m".into());
+        s.command_started_unix_ms = Some(1_790_000_100_500);
+        s.started_unix = Some(1_790_000_000);
+        s
+    }
+
+    #[test]
+    fn json_has_the_contracts_fields_and_escapes() {
+        let text = to_json(&[report()]);
+        assert!(text.starts_with(
+            "[{\"name\":\"mailer\",\"slot\":2,\"state\":\"running\",\"pid\":10,\"child_pid\":11,"
+        ));
+        assert!(text.contains("\"command_started_unix\":1790000100,"));
+        assert!(text.contains("\"last_exit\":null,"));
+        assert!(
+            text.contains(r#""status_text":"said \"hi\"\n\u001b[31m""#),
+            "{text}"
+        );
+        assert_eq!(to_json(&[]), "[]");
+    }
+
+    #[test]
+    fn text_never_passes_control_characters() {
+        let text = to_text(&[report()], true);
+        assert!(
+            !text.chars().any(|c| c.is_control() && c != '\n'),
+            "{text:?}"
+        );
+        assert!(text.starts_with("NAME   SLOT"), "{text}");
+    }
+
+    #[test]
+    fn prometheus_has_one_state_sample_per_state_and_no_empty_family() {
+        let text = to_prometheus(&[report()]);
+        let states = text
+            .lines()
+            .filter(|l| l.starts_with("rdaemon_slot_state{"))
+            .count();
+        assert_eq!(states, SlotStatus::ALL.len());
+        assert!(text.contains("rdaemon_slot_up{name=\"mailer\",slot=\"2\"} 1\n"));
+        assert!(text.contains(
+            "rdaemon_slot_start_time_seconds{name=\"mailer\",slot=\"2\"} 1790000100.5\n"
+        ));
+        // No exit yet: the family is left out entirely.
+        assert!(!text.contains("rdaemon_slot_last_exit_code"));
+        assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+        assert_eq!(to_prometheus(&[]), "");
+    }
+}

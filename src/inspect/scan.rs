@@ -144,7 +144,7 @@ pub struct SlotReport {
 }
 
 impl SlotReport {
-    fn new(name: &str, slot: u32, pid_file: PathBuf) -> SlotReport {
+    pub(super) fn new(name: &str, slot: u32, pid_file: PathBuf) -> SlotReport {
         SlotReport {
             name: name.to_string(),
             slot,
