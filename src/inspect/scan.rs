@@ -560,3 +560,50 @@ pub fn status_all(pid_dir: &Path, memory: bool) -> Result<Scan> {
         },
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn held_states_come_from_the_holder_and_the_proofs() {
+        let st = |text: &str| SlotState::parse(text);
+        let sup = Holders {
+            supervisor: Some(10),
+            child: Some(11),
+            others: Vec::new(),
+        };
+        let s = |h: &Holders, text: Option<&str>| held_state(h, text.map(st).as_ref());
+        assert_eq!(s(&sup, Some("phase=running\n")), SlotStatus::Running);
+        assert_eq!(
+            s(&sup, Some("phase=running\nready=0\n")),
+            SlotStatus::Starting
+        );
+        assert_eq!(s(&sup, Some("phase=backoff\n")), SlotStatus::Backoff);
+        assert_eq!(s(&sup, Some("phase=stopping\n")), SlotStatus::Stopping);
+        assert_eq!(
+            s(&sup, Some("phase=starting\nready=1\n")),
+            SlotStatus::Starting
+        );
+        // An older writer, or no state file at all: the lock is all there is.
+        assert_eq!(s(&sup, Some("restarts=0\n")), SlotStatus::Running);
+        assert_eq!(s(&sup, None), SlotStatus::Running);
+        // No supervisor proven, COMMAND (or another holder) is: orphaned,
+        // whatever the state file still says.
+        let orphan = Holders {
+            supervisor: None,
+            child: Some(11),
+            others: Vec::new(),
+        };
+        assert_eq!(s(&orphan, Some("phase=running\n")), SlotStatus::Orphaned);
+        let leftover = Holders {
+            supervisor: None,
+            child: None,
+            others: vec![12],
+        };
+        assert_eq!(s(&leftover, Some("phase=running\n")), SlotStatus::Orphaned);
+        // A foreign locker of a file without a state file is not called
+        // an orphan: nothing says there ever was a supervisor.
+        assert_eq!(s(&leftover, None), SlotStatus::Running);
+    }
+}
