@@ -96,7 +96,6 @@ mod slot;
 mod state;
 #[cfg(feature = "cli")]
 mod supervisor;
-#[cfg(feature = "cli")]
 mod timefmt;
 
 pub use daemon::{Builder, Daemon, StopReason, StopToken};

@@ -1,6 +1,5 @@
 //! The `rdaemon` binary: parse, dispatch, exit.
 
-use clap::Parser;
 use rdaemon::__cli::{Cli, ExitCode, init_logging, run};
 
 fn main() -> ExitCode {

@@ -514,7 +514,7 @@ fn cli_refuses_what_cannot_work() {
         ),
         (
             vec!["--name", "x", "--cluster-max-peers", "1", "--", "true"],
-            "needs --etcd",
+            "without --etcd",
         ),
         (cluster(&["--stop-timeout", "10"]), "may be at most 4"),
         (
