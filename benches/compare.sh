@@ -31,9 +31,9 @@
 #                      rounds, each in a different order, and pooled, so that
 #                      a burst of load elsewhere does not land on one tool
 #   SKIP_CARGO_BENCH=1 skip the divan run; SKIP_SCALE=1 skip the scale part
-#   LOAD=2             run this many CPU-bound processes (`yes >/dev/null`)
-#                      beside the whole measurement: the loaded case
 #   ONLY=start,check   run only these parts (start check footprint heartbeat scale)
+#   LOAD=2             keep this many CPU-bound processes running beside the
+#                      measurements (the loaded case: a busy 2-core host)
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -45,7 +45,7 @@ CHECK_RUNS=${CHECK_RUNS:-1000}
 ROUNDS=${ROUNDS:-3}
 IDLE_SECS=${IDLE_SECS:-10}
 PEERS=${PEERS:-1024}
-export LOAD=${LOAD:-0}
+LOAD=${LOAD:-0}
 ONLY=${ONLY:-start,check,footprint,heartbeat,scale}
 [[ ${SKIP_CARGO_BENCH:-} ]] && ONLY=${ONLY//heartbeat/}
 [[ ${SKIP_SCALE:-} ]] && ONLY=${ONLY//scale/}
@@ -106,12 +106,10 @@ our_pids() {
         sed -n 's|^/proc/\([0-9]*\)/cmdline$|\1|p' | grep -vxF -e "$$" -e "$BASHPID" || true
 }
 
-load_pids=()
 cleanup() {
     local rc=$? pids i
     set +e
     trap - EXIT INT TERM
-    ((${#load_pids[@]})) && kill "${load_pids[@]}" 2>/dev/null
     if [[ -x $BIN ]]; then
         for name in st run ck fp fpq; do
             "$BIN" --stop "$name" --pid-dir "$W/rd" --timeout 2 >/dev/null 2>&1
@@ -184,11 +182,13 @@ run_start() { # TOOL NAME COMMAND...: start it now
     "${argv[@]}" >/dev/null
 }
 
-HF=(hyperfine -N --style basic)
-for ((i = 0; i < ${LOAD:-0}; i++)); do
-    yes >/dev/null &
-    load_pids+=($!)
+# The loaded case: LOAD busy loops for the whole run (each has $W in its
+# command line, so cleanup stops them like everything else).
+for ((i = 0; i < LOAD; i++)); do
+    bash -c 'while :; do :; done' "$W/load" &
 done
+
+HF=(hyperfine -N --style basic)
 uptime >"$W/res/uptime-start"
 
 # --- start -----------------------------------------------------------------
@@ -386,7 +386,7 @@ uptime >"$W/res/uptime-end"
 mkdir -p "$(dirname "$out")"
 size=$(stat -c %s "$BIN")
 commit=$(git -C "$repo" describe --always --dirty 2>/dev/null || echo unknown)
-python3 - "$W/res" "$RDAEMON_BIN" "$size" "$PEERS" "$commit" "$(ulimit -n)" >"$out" <<'PY'
+LOAD=$LOAD python3 - "$W/res" "$RDAEMON_BIN" "$size" "$PEERS" "$commit" "$(ulimit -n)" >"$out" <<'PY'
 import json, os, statistics, subprocess, sys
 
 res, binary, size, peers, commit, nofile = sys.argv[1:7]
@@ -550,8 +550,8 @@ print(f"- machine: {sh('nproc')} CPUs, {cpu}, "
       f"kernel {sh('uname -r')}, {sh('rustc --version')}")
 print(f"- tools: {sh('hyperfine --version')}, daemon {sh('daemon --version 2>&1 | head -1')}, "
       f"start-stop-daemon {sh('start-stop-daemon --version | head -1')}")
-print(f"- load: {os.environ.get('LOAD', '0')} CPU-bound `yes` beside the run; "
-      f"before `{open(os.path.join(res, 'uptime-start')).read().strip()}`, "
+print(f"- busy loops beside the measurements (LOAD): {os.environ.get('LOAD', '0')}")
+print(f"- load: before `{open(os.path.join(res, 'uptime-start')).read().strip()}`, "
       f"after `{open(os.path.join(res, 'uptime-end')).read().strip()}`")
 PY
 cat "$out"

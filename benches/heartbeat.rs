@@ -9,6 +9,10 @@
 //!   monotonic clock; about once a second one of them also re-verifies the
 //!   PID file and touches its mtime, and that cost is included, spread over
 //!   the calls around it, exactly as a work loop would see it.
+//! - `heartbeat_limits`: the same with a memory ceiling and a job limit set:
+//!   every 1024 calls one of them also asks `getrusage` for the peak RSS
+//!   (and reads `/proc/self/statm` only once the peak passed the ceiling,
+//!   which a benchmark that keeps running never reaches).
 //! - `start_stop`: take a slot (create, lock, write the PID and state files)
 //!   and release it again.
 //! - `check`: the in-process cost of `inspect::check`, the probe behind
@@ -52,6 +56,23 @@ fn started(name: &str, max_peers: u32, pid_dir: &Path) -> Daemon {
 fn heartbeat(bencher: Bencher) {
     let tmp = temp_pid_dir();
     let mut d = started("bench-heartbeat", 1, tmp.path());
+    bencher.bench_local(|| divan::black_box(d.heartbeat()));
+    d.stop().expect("release the slot");
+}
+
+/// `heartbeat()` with a (never reached) memory ceiling and job limit, in
+/// ns per call.
+#[divan::bench(sample_count = 200, sample_size = 100_000)]
+fn heartbeat_limits(bencher: Bencher) {
+    let tmp = temp_pid_dir();
+    let mut d = Daemon::builder("bench-limits")
+        .pid_dir(tmp.path().join("pids"))
+        .handle_signals(false)
+        .memory_limit(1 << 40)
+        .max_jobs(u64::MAX)
+        .build()
+        .expect("valid configuration");
+    d.start().expect("take a slot");
     bencher.bench_local(|| divan::black_box(d.heartbeat()));
     d.stop().expect("release the slot");
 }

@@ -143,6 +143,8 @@ fn in_child(write_end: OwnedFd, body: impl FnOnce(&mut ReadyPipe) -> i32) -> i32
         Err(e) => return fail(&mut ready, format!("second fork failed: {e}")),
         // The session leader leaves; the supervisor is orphaned to init
         // (or the nearest subreaper) and can never get a terminal.
+        // SAFETY: _exit(2) only ends this process; nothing of it is used
+        // after, and skipping exit handlers is the point after a fork.
         Ok(ForkResult::Parent { .. }) => unsafe { libc::_exit(0) },
         Ok(ForkResult::Child) => {}
     }

@@ -9,6 +9,8 @@ use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
+use crate::pid::Pid;
+
 /// What kind of failure an [`Error`] is, for callers that branch on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -32,30 +34,63 @@ pub enum ErrorKind {
 #[non_exhaustive]
 pub enum Error {
     /// The daemon name breaks the naming rules.
-    InvalidName { name: String, reason: &'static str },
+    InvalidName {
+        /// The name as given.
+        name: String,
+        /// Which rule it breaks.
+        reason: &'static str,
+    },
     /// A builder or command-line value is out of range.
     InvalidConfig(String),
-    /// Every slot of `name` is held; `holders` are the PIDs found in the
-    /// locked slot files (`None` where the file did not hold a valid PID).
+    /// Every slot of `name` is held.
     Busy {
+        /// The daemon name.
         name: String,
+        /// How many slots there are, all held.
         max_peers: u32,
-        holders: Vec<Option<i32>>,
+        /// One entry per slot: a process proven to hold its lock, or
+        /// `None` where none is visible (another PID namespace, no
+        /// permission to look).
+        holders: Vec<Option<Pid>>,
     },
     /// The PID directory cannot be trusted or used.
-    UnsafeDir { path: PathBuf, reason: String },
+    UnsafeDir {
+        /// The directory.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A slot's path holds something rdaemon will not touch.
-    UnusableSlot { path: PathBuf, reason: String },
+    UnusableSlot {
+        /// The slot file's path.
+        path: PathBuf,
+        /// What sits there.
+        reason: String,
+    },
     /// A system call on `path` failed.
     Io {
+        /// What was being done ("open slot file").
         op: &'static str,
+        /// The file or directory.
         path: PathBuf,
+        /// The OS error.
         source: io::Error,
     },
     /// A system call not tied to one path failed.
-    Sys { op: &'static str, source: io::Error },
+    Sys {
+        /// What was being done.
+        op: &'static str,
+        /// The OS error.
+        source: io::Error,
+    },
     /// The API was used out of order.
     State(&'static str),
+    /// All M fleet-wide slots are held (etcd); the text names the holders
+    /// as host:pid.
+    ClusterBusy(String),
+    /// etcd could not be reached or is not an etcd v3 gateway; the text
+    /// names each endpoint and the cause.
+    ClusterUnavailable(String),
 }
 
 impl Error {
@@ -63,10 +98,10 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::InvalidName { .. } | Error::InvalidConfig(_) => ErrorKind::Usage,
-            Error::Busy { .. } => ErrorKind::Busy,
+            Error::Busy { .. } | Error::ClusterBusy(_) => ErrorKind::Busy,
             Error::UnsafeDir { .. } => ErrorKind::UnsafeDir,
             Error::UnusableSlot { .. } => ErrorKind::UnusableSlot,
-            Error::Io { .. } | Error::Sys { .. } => ErrorKind::Io,
+            Error::Io { .. } | Error::Sys { .. } | Error::ClusterUnavailable(_) => ErrorKind::Io,
             Error::State(_) => ErrorKind::State,
         }
     }
@@ -130,6 +165,7 @@ impl fmt::Display for Error {
             Error::Io { op, path, source } => write!(f, "cannot {op} {}: {source}", path.display()),
             Error::Sys { op, source } => write!(f, "cannot {op}: {source}"),
             Error::State(msg) => f.write_str(msg),
+            Error::ClusterBusy(msg) | Error::ClusterUnavailable(msg) => f.write_str(msg),
         }
     }
 }
@@ -142,6 +178,12 @@ impl std::error::Error for Error {
         }
     }
 }
+
+// Errors cross threads (a worker thread's start() reported by main).
+const _: () = {
+    const fn send_sync<T: Send + Sync + 'static>() {}
+    send_sync::<Error>();
+};
 
 /// Shorthand for results with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

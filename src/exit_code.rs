@@ -6,6 +6,7 @@
 
 use crate::error::{Error, ErrorKind};
 
+/// An outcome of the `rdaemon` command and the status it exits with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExitCode {
     /// Started; check found enough healthy peers; stop left nothing running.

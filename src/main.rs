@@ -1,13 +1,11 @@
 //! The `rdaemon` binary: parse, dispatch, exit.
 
-use clap::Parser;
-use rdaemon::ExitCode;
-use rdaemon::cli::Cli;
+use rdaemon::__cli::{Cli, ExitCode, init_logging, run};
 
 fn main() -> ExitCode {
-    rdaemon::logger::init();
+    init_logging();
     match Cli::try_parse() {
-        Ok(cli) => rdaemon::commands::run(cli),
+        Ok(cli) => run(cli),
         Err(e) => {
             let _ = e.print();
             if e.use_stderr() {

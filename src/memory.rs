@@ -20,6 +20,23 @@ pub fn self_rss() -> Option<u64> {
     statm_rss("/proc/self/statm")
 }
 
+/// This process's peak resident set size in bytes (`getrusage`'s
+/// `ru_maxrss`): one system call, no file. The current RSS never exceeds
+/// it, so a peak under a limit proves the RSS is under it too.
+pub fn self_peak_rss() -> Option<u64> {
+    // SAFETY: getrusage(2) fills the zero-initialised (valid) struct it is
+    // given; RUSAGE_SELF is always a valid target.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        if libc::getrusage(libc::RUSAGE_SELF, &mut usage) != 0 {
+            return None;
+        }
+        usage
+    };
+    // Linux reports kibibytes.
+    u64::try_from(usage.ru_maxrss).ok().map(|kib| kib * 1024)
+}
+
 /// The resident memory of `root` and all its descendants, in bytes, found
 /// through the parent links in `/proc/*/stat` (descendants that started
 /// their own session or group still count). `None` if `root` is gone.
@@ -47,6 +64,7 @@ mod tests {
     fn own_rss_is_plausible() {
         let rss = super::self_rss().unwrap();
         assert!(rss > 100_000 && rss < 10_000_000_000);
+        assert!(super::self_peak_rss().unwrap() >= rss);
         let tree = super::tree_rss(std::process::id() as i32).unwrap();
         assert!(tree >= rss / 2);
     }

@@ -6,7 +6,50 @@
 //! and it refuses everything but a plain decimal number in `2..=pid_max`
 //! followed by at most one newline.
 
+use std::fmt;
 use std::fs;
+
+/// A process ID that rdaemon validated: greater than 1 and at most the
+/// kernel's `pid_max`, so never "every process" (-1), "my process group"
+/// (0) or init (1) when aimed at with `kill`.
+///
+/// Where it comes from a file or another process, rdaemon only hands one
+/// out after proving what it claims (for [`Error::Busy`], that the process
+/// holds the slot's lock); it may of course have exited since.
+///
+/// [`Error::Busy`]: crate::Error::Busy
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Pid(i32);
+
+impl Pid {
+    /// `pid` if it is a valid signal target (2 to `pid_max`).
+    pub fn from_raw(pid: i32) -> Option<Pid> {
+        valid_signal_target(i64::from(pid), pid_max()).map(Pid)
+    }
+
+    /// The number, for system calls.
+    pub fn get(self) -> i32 {
+        self.0
+    }
+}
+
+impl From<Pid> for i32 {
+    fn from(pid: Pid) -> i32 {
+        pid.0
+    }
+}
+
+impl PartialEq<i32> for Pid {
+    fn eq(&self, other: &i32) -> bool {
+        self.0 == *other
+    }
+}
+
+impl fmt::Display for Pid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
 
 /// How much of a PID file is ever read: enough for any PID and a newline.
 pub const MAX_PID_FILE_READ: usize = 32;
@@ -95,6 +138,16 @@ mod tests {
                 String::from_utf8_lossy(c)
             );
         }
+    }
+
+    #[test]
+    fn typed_pids_refuse_what_kill_would_misread() {
+        for bad in [i32::MIN, -1, 0, 1, i32::MAX] {
+            assert_eq!(Pid::from_raw(bad), None, "{bad}");
+        }
+        let me = Pid::from_raw(std::process::id() as i32).unwrap();
+        assert_eq!(me, std::process::id() as i32);
+        assert_eq!(me.to_string(), std::process::id().to_string());
     }
 
     #[test]

@@ -28,8 +28,16 @@ use crate::slot::FileId;
 pub const PID_DIR_ENV: &str = "RDAEMON_PID_DIR";
 
 /// The PID directory the contract prescribes when none is given:
-/// `$RDAEMON_PID_DIR`, `/run/rdaemon` for root, `$XDG_RUNTIME_DIR/rdaemon`,
-/// then `/tmp/rdaemon-$UID`.
+/// `$RDAEMON_PID_DIR`, else `/run/rdaemon` for root and
+/// `/tmp/rdaemon-$UID` for everyone else.
+///
+/// The default depends on the effective user ID alone, never on
+/// `XDG_RUNTIME_DIR` or another session variable: a login shell, cron,
+/// `sudo -u` and a systemd user unit of the same user must all find the
+/// same slots, and logind removes `XDG_RUNTIME_DIR` at logout. Files under
+/// `/tmp` survive age-based cleaning because every slot holder keeps a
+/// shared `flock` on the directory, which systemd-tmpfiles honours (see
+/// [`PidDir::hold_shared`]).
 pub fn default_pid_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os(PID_DIR_ENV).filter(|d| !d.is_empty()) {
         return PathBuf::from(dir);
@@ -37,9 +45,6 @@ pub fn default_pid_dir() -> PathBuf {
     let euid = geteuid();
     if euid.is_root() {
         return PathBuf::from("/run/rdaemon");
-    }
-    if let Some(xdg) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| Path::new(d).is_absolute()) {
-        return PathBuf::from(xdg).join("rdaemon");
     }
     PathBuf::from(format!("/tmp/rdaemon-{}", euid.as_raw()))
 }
@@ -117,6 +122,49 @@ impl PidDir {
             Ok(st) => Ok(FileId::from(&st) == self.id),
             Err(Errno::ENOENT | Errno::ENOTDIR) => Ok(false),
             Err(e) => Err(Error::io("examine PID directory", &self.path, e.into())),
+        }
+    }
+
+    /// Takes a shared `flock` on the directory through a descriptor of its
+    /// own and returns it; the lock lasts until the descriptor is closed.
+    ///
+    /// systemd-tmpfiles' age-based cleaning takes `LOCK_EX|LOCK_NB` on
+    /// every directory it descends into and skips a directory (and all
+    /// below it) it cannot lock (tmpfiles.d(5), "Age"). A slot holder that
+    /// keeps this lock therefore keeps its PID file, state file and notify
+    /// socket from being aged out of `/tmp`, without ever waking up to
+    /// refresh their times. Shared locks do not exclude each other, so any
+    /// number of holders can keep one. Never blocks: when the directory is
+    /// exclusively locked at this instant (a cleaner in the middle of a
+    /// pass), it retries briefly, then gives up with an error; the caller
+    /// may carry on without the protection.
+    pub fn hold_shared(&self) -> Result<OwnedFd> {
+        let fd = nix::fcntl::openat(
+            self.fd(),
+            ".",
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| Error::io("open PID directory", &self.path, e.into()))?;
+        let file = std::fs::File::from(fd);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(500);
+        loop {
+            match file.try_lock_shared() {
+                Ok(()) => return Ok(OwnedFd::from(file)),
+                Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(Error::io(
+                        "lock PID directory",
+                        &self.path,
+                        std::io::Error::from(std::io::ErrorKind::WouldBlock),
+                    ));
+                }
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(Error::io("lock PID directory", &self.path, e));
+                }
+            }
         }
     }
 

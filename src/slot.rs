@@ -74,18 +74,41 @@ pub fn state_file_name(name: &str, index: u32) -> String {
     format!("{name}.{index}.state")
 }
 
-/// If `file_name` is a slot file of `name`, its slot index.
-pub fn parse_pid_file_name(name: &str, file_name: &str) -> Option<u32> {
-    let stem = file_name.strip_suffix(".pid")?;
+/// The kinds of per-slot file a reader looks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotFile {
+    /// `NAME.I.pid`: the slot itself.
+    Pid,
+    /// `NAME.I.state`: the holder's state, or a `failed` tombstone.
+    State,
+}
+
+/// Splits `NAME.I.pid` or `NAME.I.state` into the name (a valid NAME),
+/// the slot index and the kind; `None` for any other file.
+pub fn parse_slot_file_name(file_name: &str) -> Option<(&str, u32, SlotFile)> {
+    let (stem, kind) = if let Some(stem) = file_name.strip_suffix(".pid") {
+        (stem, SlotFile::Pid)
+    } else {
+        (file_name.strip_suffix(".state")?, SlotFile::State)
+    };
     let (base, index) = stem.rsplit_once('.')?;
-    if base != name
-        || index.is_empty()
+    if index.is_empty()
         || index.starts_with('0')
         || !index.bytes().all(|b| b.is_ascii_digit())
+        || crate::name::validate(base).is_err()
     {
         return None;
     }
-    index.parse().ok().filter(|&i| (1..=MAX_SLOTS).contains(&i))
+    let index = index
+        .parse()
+        .ok()
+        .filter(|&i| (1..=MAX_SLOTS).contains(&i))?;
+    Some((base, index, kind))
+}
+
+/// File name of slot `index`'s sd_notify socket (see the supervisor).
+pub fn notify_socket_name(name: &str, index: u32) -> String {
+    format!("{name}.{index}.notify")
 }
 
 /// Identity of an inode, to tell whether a path still names our file.
@@ -156,6 +179,10 @@ pub struct HeldSlot {
     /// The PID this process wrote into the file, if it wrote one; the
     /// heartbeat puts it back if someone overwrites the file in place.
     pid: Option<u32>,
+    /// A shared lock on the PID directory for as long as the slot is held,
+    /// so that systemd-tmpfiles never ages the slot's files out of `/tmp`
+    /// (see [`PidDir::hold_shared`]). `None` when it could not be taken.
+    _dir_lock: Option<std::os::fd::OwnedFd>,
 }
 
 /// The outcome of trying one slot.
@@ -314,6 +341,12 @@ impl HeldSlot {
                 file,
                 id,
                 pid: None,
+                _dir_lock: dir
+                    .hold_shared()
+                    .inspect_err(|e| {
+                        log::warn!("{e}: the slot's files are not protected from /tmp cleaners")
+                    })
+                    .ok(),
             };
             // Exactly SLOT_FILE_MODE, whatever the umask or an older
             // version left behind.
@@ -370,6 +403,7 @@ impl HeldSlot {
     }
 
     /// The daemon name.
+    #[allow(dead_code)] // was public API; kept for the slot rewrite
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -634,53 +668,45 @@ fn probe_impl(dir: &PidDir, name: &str, index: u32, want_pid: bool) -> Probe {
     }
 }
 
-/// Removes a stale slot file: takes the lock (so nobody holds it), checks
-/// that the path still names the file, and unlinks it. Returns whether a
-/// file was removed. Unusable files are left alone.
-pub fn remove_if_stale(dir: &PidDir, name: &str, index: u32) -> Result<bool> {
-    match HeldSlot::try_take_existing(dir, name, index)? {
-        Some(held) => {
+/// Removes what slot `index`'s last holder left behind: a stale PID file,
+/// the state file or `failed` tombstone, the notify socket. Takes the slot
+/// for an instant (creating the PID file if only side files are left), so
+/// nothing of a live holder's is ever removed: when the slot is held,
+/// nothing happens. Whether the slot was cleared. Creates nothing when no
+/// file of the slot exists.
+pub fn clear_leftovers(dir: &PidDir, name: &str, index: u32) -> Result<bool> {
+    let exists = |file: &str| {
+        fstatat(dir.fd(), file, AtFlags::AT_SYMLINK_NOFOLLOW)
+            .ok()
+            .map(|st| file_type(&st))
+    };
+    let notify = notify_socket_name(name, index);
+    let notify_type = exists(&notify);
+    if exists(&pid_file_name(name, index)).is_none()
+        && exists(&state_file_name(name, index)).is_none()
+        && notify_type.is_none()
+    {
+        return Ok(false);
+    }
+    match HeldSlot::try_take(dir, name, index, std::process::id())? {
+        Attempt::Taken(held) => {
+            // Only a socket: anything else there is not ours to remove.
+            if notify_type == Some(SFlag::S_IFSOCK) {
+                match unlinkat(dir.fd(), notify.as_str(), UnlinkatFlags::NoRemoveDir) {
+                    Ok(()) | Err(Errno::ENOENT) => {}
+                    Err(e) => {
+                        return Err(Error::io(
+                            "remove notify socket",
+                            dir.path().join(&notify),
+                            e.into(),
+                        ));
+                    }
+                }
+            }
             held.release()?;
             Ok(true)
         }
-        None => Ok(false),
-    }
-}
-
-impl HeldSlot {
-    /// Locks an existing slot file without writing to it; `None` when it is
-    /// missing, held, or unusable.
-    fn try_take_existing(dir: &PidDir, name: &str, index: u32) -> Result<Option<HeldSlot>> {
-        let file_name = pid_file_name(name, index);
-        let path = dir.path().join(&file_name);
-        let flags = OFlag::O_RDONLY
-            | OFlag::O_NOFOLLOW
-            | OFlag::O_CLOEXEC
-            | OFlag::O_NONBLOCK
-            | OFlag::O_NOCTTY;
-        let fd = match openat(dir.fd(), file_name.as_str(), flags, Mode::empty()) {
-            Ok(fd) => fd,
-            Err(Errno::ENOENT | Errno::ELOOP) => return Ok(None),
-            Err(e) => return Err(Error::io("open slot file", &path, e.into())),
-        };
-        let st = fstat(&fd).map_err(|e| Error::io("examine slot file", &path, e.into()))?;
-        if unusable_reason(&st, &[geteuid().as_raw()]).is_some() {
-            return Ok(None);
-        }
-        let file = File::from(fd);
-        if file.try_lock().is_err() {
-            return Ok(None);
-        }
-        let held = HeldSlot {
-            dir: dir.try_clone()?,
-            name: name.to_string(),
-            index,
-            file,
-            id: FileId::from(&st),
-            pid: None,
-        };
-        // Dropping a HeldSlot whose path names another file removes nothing.
-        Ok(held.still_in_dir()?.then_some(held))
+        Attempt::Busy(_) => Ok(false),
     }
 }
 
@@ -700,6 +726,13 @@ mod tests {
         assert!(unusable_reason(&st, &[0]).unwrap().contains("2 hard links"));
     }
 
+    /// If `file_name` is a slot file of `name`, its slot index.
+    fn parse_pid_file_name(name: &str, file_name: &str) -> Option<u32> {
+        parse_slot_file_name(file_name)
+            .filter(|(n, _, kind)| *n == name && *kind == SlotFile::Pid)
+            .map(|(_, index, _)| index)
+    }
+
     #[test]
     fn file_names_roundtrip() {
         assert_eq!(pid_file_name("mailer", 3), "mailer.3.pid");
@@ -711,6 +744,12 @@ mod tests {
         assert_eq!(parse_pid_file_name("a", "a..pid"), None);
         assert_eq!(parse_pid_file_name("a", "a.1.state"), None);
         assert_eq!(parse_pid_file_name("a", "a.99999999999.pid"), None);
+        assert_eq!(
+            parse_slot_file_name("a.1.7.state"),
+            Some(("a.1", 7, SlotFile::State))
+        );
+        assert_eq!(parse_slot_file_name(".a.1.state.tmp"), None);
+        assert_eq!(parse_slot_file_name("-a.1.pid"), None);
     }
 
     fn take(dir: &PidDir, pid: u32) -> HeldSlot {

@@ -179,7 +179,9 @@ fn simultaneous_starts_never_exceed_max_peers() {
         27,
         "exit codes: {codes:?}"
     );
-    assert_eq!(pids_with_arg(marker).len(), 3);
+    // Awaited, not sampled: a shell that forked but has not exec'd its
+    // sleep yet shows the marker too, for a moment.
+    wait_until("three racers", || pids_with_arg(marker).len() == 3);
     assert_eq!(env.status(["--check", "race", "--min-peers", "3"]), 0);
     assert_eq!(env.status(["--stop", "race"]), 0);
     wait_until("all racers gone", || pids_with_arg(marker).is_empty());
@@ -203,15 +205,22 @@ fn kill9_supervisor_leaves_an_orphan_that_keeps_the_slot() {
     });
     let s = &env.status_json("orph")[0];
     assert!(s["pid"].is_null());
-    assert_eq!(s["child_pid"], child);
-    assert_eq!(env.check("orph"), 0, "an orphan counts as running");
+    // COMMAND itself, or (once COMMAND got its SIGTERM) the child of it
+    // that still holds the lock: never null while the slot is held.
+    let holder = s["child_pid"].as_i64().expect("a child_pid") as i32;
+    assert!(holder == child || alive(holder), "{s}");
+    assert_eq!(
+        env.check("orph"),
+        150,
+        "an orphan holds its slot but does not count as running"
+    );
     assert_eq!(
         env.status(["--name", "orph", "--", "sh", "-c", "sleep 1000; :", marker]),
         75
     );
-    assert_eq!(pids_with_arg(marker).len(), 1);
+    assert!(pids_with_arg(marker).len() <= 1);
     assert_eq!(env.status(["--stop", "orph"]), 0);
-    wait_until("orphan stopped", || !alive(child));
+    wait_until("orphan stopped", || !alive(child) && !alive(holder));
     env.start("orph", &[], &["sh", "-c", "sleep 1000; :", marker]);
     assert_eq!(env.check("orph"), 0);
 }
@@ -412,13 +421,15 @@ fn runs_inside_a_pid_namespace() {
     }
     let env = Env::new();
     // Inside a fresh PID namespace: start, SIGKILL the supervisor, and the
-    // orphaned COMMAND must still be seen and stopped.
+    // orphaned COMMAND (which ignores the SIGTERM a dying supervisor's
+    // COMMAND gets) must still be seen and stopped.
     let script = format!(
-        "set -e; B={b}; D={d}; $B --pid-dir $D --name ns -- sleep 1000; \
+        "set -e; B={b}; D={d}; $B --pid-dir $D --name ns -- sh -c 'trap \"\" TERM; sleep 1000; :'; \
          $B --pid-dir $D --check ns; S=$(cat $D/ns.1.pid); kill -9 $S; \
          while kill -0 $S 2>/dev/null && ! grep -q '^State:.*Z' /proc/$S/status; do sleep 0.01; done; \
-         $B --pid-dir $D --check ns; $B --pid-dir $D --status ns --json | grep -q orphaned; \
-         $B --pid-dir $D --stop ns; r=0; $B --pid-dir $D --check ns || r=$?; test $r = 3",
+         r=0; $B --pid-dir $D --check ns || r=$?; test $r = 150; \
+         $B --pid-dir $D --status ns --json | grep -q orphaned; \
+         $B --pid-dir $D --stop ns --timeout 1; r=0; $B --pid-dir $D --check ns || r=$?; test $r = 3",
         b = bin(),
         d = env.pid_dir.display()
     );
@@ -499,6 +510,9 @@ fn callers_stray_descriptors_reach_neither_supervisor_nor_command() {
         });
     }
     assert_eq!(cmd.status().unwrap().code(), Some(0));
+    // The pipe's identity ("pipe:[inode]"): fd 9 itself may legitimately
+    // be taken by another descriptor in COMMAND (the slot's lock).
+    let pipe = std::fs::read_link(format!("/proc/self/fd/{}", read_end.as_raw_fd())).unwrap();
     drop(write_end);
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -509,11 +523,11 @@ fn callers_stray_descriptors_reach_neither_supervisor_nor_command() {
     rx.recv_timeout(DEADLINE)
         .expect("a daemon process kept the caller's stray descriptor open");
     let child = pids_with_arg("core-strayfd-marker")[0];
-    let fds: Vec<String> = std::fs::read_dir(format!("/proc/{child}/fd"))
+    let fds: Vec<std::path::PathBuf> = std::fs::read_dir(format!("/proc/{child}/fd"))
         .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter_map(|e| std::fs::read_link(e.unwrap().path()).ok())
         .collect();
-    assert!(!fds.contains(&"9".to_string()), "COMMAND has fd 9: {fds:?}");
+    assert!(!fds.contains(&pipe), "COMMAND has {pipe:?}: {fds:?}");
 }
 
 /// Renaming the whole PID directory away loses every slot in it as surely
@@ -716,4 +730,148 @@ fn without_inotify_the_supervisor_falls_back_to_a_timer() {
     std::fs::remove_file(env.pid_file("fb", 1)).unwrap();
     wait_until("the timer notices the deleted PID file", || !alive(sup));
     assert!(read(&log).contains("lock lost"), "{}", read(&log));
+}
+
+/// Issue 13, item 1: no word on the command line is ever silently ignored,
+/// in any mode, and an option of one mode given to another is refused by
+/// name; the daemon is untouched by a refused command.
+#[test]
+fn no_word_or_option_is_silently_ignored() {
+    let env = Env::new();
+    env.start("mailer", &[], &["sleep", "1000"]);
+    let pid = env.read_pid("mailer", 1).unwrap();
+    let dir = env.pid_dir.to_str().unwrap();
+    for (args, named) in [
+        (&["--stop", "mailer", "now", "--pid-dir", dir][..], "now"),
+        (&["--check", "mailer", "x", "--pid-dir", dir], "x"),
+        (&["--check", "mailer", "x", "--min-peers", "5"], "x"),
+        (&["--status", "mailer", "extra"], "extra"),
+        (&["--restart", "mailer", "please"], "please"),
+        (&["--name", "mailer", "sleep", "1000"], "sleep"),
+        (&["--check", "mailer", "--", "x"], "x"),
+        (&["--check", "mailer", "--respawn"], "--respawn"),
+        (&["--stop", "mailer", "--max-age", "3"], "--max-age"),
+        (&["--status", "mailer", "--timeout", "1"], "--timeout"),
+        (&["--check", "mailer", "--log", "/tmp/x"], "--log"),
+        (&["--stop", "mailer", "--format", "json"], "--format"),
+        (&["--check", "mailer", "--slot", "1"], "--slot"),
+        (&["--stop", "mailer", "--quiet"], "--quiet"),
+        (
+            &["--name", "mailer", "--verbose", "--", "true"],
+            "--verbose",
+        ),
+        (
+            &["--name", "m2", "--ready-timeout", "5", "--", "true"],
+            "--notify",
+        ),
+        (&["--name", "m2", "--max-peers", "-1", "--", "true"], "-1"),
+        (&["--check", "mailer", "--min-peers", "0"], "0"),
+        (&["--stop", "mailer", "--timeout", "abc"], "abc"),
+        (&["--check", "mailer", "--max-age", "-2"], "-2"),
+    ] {
+        let out = env.run(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?} was accepted: {err}");
+        assert!(
+            err.contains(named),
+            "{args:?}: the message does not name {named:?}: {err}"
+        );
+    }
+    assert!(alive(pid), "a refused command touched the daemon");
+    assert_eq!(env.check("mailer"), 0);
+    assert!(!env.pid_file("m2", 1).exists());
+}
+
+/// The default PID directory depends on the user alone: never on
+/// XDG_RUNTIME_DIR (a login shell and cron must find the same slots).
+#[test]
+fn default_pid_dir_ignores_the_session() {
+    let env = Env::new();
+    let xdg = env.path("xdg");
+    std::fs::create_dir(&xdg).unwrap();
+    let out = env
+        .cmd()
+        .env_remove("RDAEMON_PID_DIR")
+        .env("XDG_RUNTIME_DIR", &xdg)
+        .args(["--status", "no-such-name-here"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    // SAFETY: geteuid() has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    let want = if euid == 0 {
+        "/run/rdaemon".to_string()
+    } else {
+        format!("/tmp/rdaemon-{euid}")
+    };
+    assert!(text.contains(&want), "{text}");
+    assert!(!text.contains(xdg.to_str().unwrap()), "{text}");
+}
+
+/// Slot files survive systemd-tmpfiles' age-based cleaning for as long as
+/// their holders live (the holders keep a shared lock on the directory,
+/// which tmpfiles honours), however old their times are; the same files
+/// with nobody holding them are cleaned.
+#[test]
+fn slot_files_survive_age_based_cleaning() {
+    let have = std::process::Command::new("systemd-tmpfiles")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !have {
+        eprintln!("skipped: no systemd-tmpfiles");
+        return;
+    }
+    let env = Env::new();
+    env.start("aged", &[], &["sleep", "1000"]);
+    // A directory like the PID directory, without holders: the control.
+    let control = env.path("control");
+    std::fs::create_dir(&control).unwrap();
+    std::fs::write(control.join("old.1.pid"), "1\n").unwrap();
+    let files = [
+        env.pid_file("aged", 1),
+        env.pid_dir.join("aged.1.state"),
+        control.join("old.1.pid"),
+    ];
+    // Two hours old, set by path (no open, so no heartbeat is asked for).
+    for f in &files {
+        assert!(f.exists(), "{}", f.display());
+        let st = std::process::Command::new("touch")
+            .args(["-h", "-m", "-a", "-d", "2 hours ago"])
+            .arg(f)
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    let conf = env.path("clean.conf");
+    // m: judge files by their modification time only (touch just set it).
+    std::fs::write(
+        &conf,
+        format!("d {} - - - m:1s\n", env.tmp.path().display()),
+    )
+    .unwrap();
+    let out = std::process::Command::new("systemd-tmpfiles")
+        .arg("--clean")
+        .arg(&conf)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "systemd-tmpfiles: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !control.join("old.1.pid").exists(),
+        "the control was not cleaned: the test proves nothing"
+    );
+    assert!(
+        env.pid_file("aged", 1).exists(),
+        "the PID file was cleaned away"
+    );
+    assert!(
+        env.pid_dir.join("aged.1.state").exists(),
+        "the state file was cleaned away"
+    );
+    assert_eq!(env.check("aged"), 0);
 }

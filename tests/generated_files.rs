@@ -1,4 +1,4 @@
-//! The files derived from the clap definition (`rdaemon::cli::Cli`) are
+//! The files derived from the clap definition (`rdaemon::__cli::Cli`) are
 //! committed, and this test keeps them honest:
 //!
 //! - `man/rdaemon.1`: NAME, SYNOPSIS, the first part of DESCRIPTION and all
@@ -26,14 +26,15 @@ use std::process::{Command, Stdio};
 
 use clap::CommandFactory;
 use clap_complete::Shell;
-use rdaemon::cli::Cli;
+use rdaemon::__cli::Cli;
 
 /// How to refresh the generated files; printed with every mismatch.
 const REFRESH: &str = "RDAEMON_BLESS=1 cargo test --test generated_files";
 
 /// The hand-written sections after OPTIONS, in order: heading, file in
 /// `man/sections/`.
-const TRAILING_SECTIONS: [(&str, &str); 5] = [
+const TRAILING_SECTIONS: [(&str, &str); 6] = [
+    ("FLEET-WIDE SLOTS", "etcd.roff"),
     ("EXIT STATUS", "exit-status.roff"),
     ("ENVIRONMENT", "environment.roff"),
     ("FILES", "files.roff"),
@@ -221,12 +222,135 @@ fn roff_heading(text: &str) -> String {
     }
 }
 
-/// The completion script for `shell`.
+/// The completion script for `shell`: clap_complete's, plus what it cannot
+/// know (see [`complete_names_and_commands`]).
 fn completion(shell: Shell) -> String {
     let mut cmd = Cli::command();
     let mut out = Vec::new();
     clap_complete::generate(shell, &mut cmd, "rdaemon", &mut out);
-    String::from_utf8(out).expect("completions are UTF-8")
+    let script = String::from_utf8(out).expect("completions are UTF-8");
+    complete_names_and_commands(shell, &script)
+}
+
+/// The options whose value is a daemon NAME.
+const NAME_OPTIONS: [&str; 5] = ["name", "check", "status", "stop", "restart"];
+
+/// Replaces `from` in `script` with `to`, insisting that it is there: a
+/// new clap_complete that renders differently must fail here, loudly.
+fn splice(script: &str, from: &str, to: &str) -> String {
+    assert!(
+        script.contains(from),
+        "clap_complete's output no longer contains {from:?}; teach tests/generated_files.rs the new form"
+    );
+    script.replacen(from, to, 1)
+}
+
+const BASH_NAMES: &str = r#"# Added by tests/generated_files.rs (clap_complete knows neither): the
+# daemon names in the PID directory (rdaemon --list-names) after --check,
+# --status, --stop, --restart and --name; commands, then files, after --.
+_rdaemon_names() {
+    local i dir=()
+    for (( i = 1; i < COMP_CWORD; i++ )); do
+        if [[ "${COMP_WORDS[i]}" == --pid-dir ]]; then
+            dir=(--pid-dir "${COMP_WORDS[i+1]}")
+        fi
+    done
+    "${COMP_WORDS[0]}" --list-names "${dir[@]}" 2>/dev/null
+}
+
+_rdaemon() {
+    local cur="${COMP_WORDS[COMP_CWORD]}" prev="" i
+    (( COMP_CWORD > 0 )) && prev="${COMP_WORDS[COMP_CWORD-1]}"
+    for (( i = 1; i < COMP_CWORD; i++ )); do
+        if [[ "${COMP_WORDS[i]}" == -- ]]; then
+            if (( i + 1 == COMP_CWORD )); then
+                COMPREPLY=( $(compgen -c -- "${cur}") )
+            else
+                COMPREPLY=( $(compgen -f -- "${cur}") )
+            fi
+            return 0
+        fi
+    done
+    case "${prev}" in
+        --name|--check|--status|--stop|--restart)
+            if [[ "${cur}" != -* ]]; then
+                COMPREPLY=( $(compgen -W "$(_rdaemon_names)" -- "${cur}") )
+                return 0
+            fi
+            ;;
+    esac
+    _rdaemon_options "$@"
+}
+
+"#;
+
+const ZSH_NAMES: &str = r#"# Added by tests/generated_files.rs: the daemon names in the PID directory.
+(( $+functions[_rdaemon_names] )) ||
+_rdaemon_names() {
+    local -a names dir
+    local i=${words[(I)--pid-dir]}
+    (( i > 0 )) && dir=(--pid-dir "${words[i+1]}")
+    names=(${(f)"$(_call_program names ${words[1]} --list-names "${dir[@]}" 2>/dev/null)"})
+    _describe -t names 'daemon name' names
+}
+
+"#;
+
+const FISH_NAMES: &str = r#"# Added by tests/generated_files.rs: the daemon names in the PID directory
+# after --check, --status, --stop, --restart and --name; commands after --.
+function __rdaemon_names
+    set -l tokens (commandline -opc)
+    set -l dir
+    set -l i (contains -i -- --pid-dir $tokens)
+    and set dir --pid-dir $tokens[(math $i + 1)]
+    $tokens[1] --list-names $dir 2>/dev/null
+end
+function __rdaemon_command_position
+    set -l tokens (commandline -opc)
+    test "$tokens[-1]" = --
+end
+complete -c rdaemon -n __rdaemon_command_position -x -a '(__fish_complete_command)'
+"#;
+
+/// What clap_complete cannot know: the daemon names that exist (from
+/// `rdaemon --list-names`, honouring a `--pid-dir` already typed) as the
+/// values of [`NAME_OPTIONS`], and commands rather than rdaemon's options
+/// after `--`.
+fn complete_names_and_commands(shell: Shell, script: &str) -> String {
+    match shell {
+        Shell::Bash => {
+            let script = splice(script, "_rdaemon() {", "_rdaemon_options() {");
+            let anchor = "if [[ \"${BASH_VERSINFO[0]}\" -eq 4";
+            splice(&script, anchor, &format!("{BASH_NAMES}{anchor}"))
+        }
+        Shell::Zsh => {
+            let mut script = script.to_string();
+            for opt in NAME_OPTIONS {
+                let start = script
+                    .find(&format!("'--{opt}=["))
+                    .unwrap_or_else(|| panic!("no --{opt} in the zsh completion"));
+                let end = start + script[start..].find('\n').expect("a line end");
+                let line = script[start..end].replace(":NAME:_default'", ":NAME:_rdaemon_names'");
+                assert!(line.contains("_rdaemon_names"), "--{opt}: {line}");
+                script.replace_range(start..end, &line);
+            }
+            let anchor = "if [ \"$funcstack[1]\" = \"_rdaemon\" ]; then";
+            splice(&script, anchor, &format!("{ZSH_NAMES}{anchor}"))
+        }
+        Shell::Fish => {
+            let mut script = script.to_string();
+            for opt in NAME_OPTIONS {
+                let start = script
+                    .find(&format!("complete -c rdaemon -l {opt} "))
+                    .unwrap_or_else(|| panic!("no --{opt} in the fish completion"));
+                let end = start + script[start..].find('\n').expect("a line end");
+                let line = format!("{} -f -a '(__rdaemon_names)'", &script[start..end]);
+                script.replace_range(start..end, &line);
+            }
+            format!("{FISH_NAMES}{script}")
+        }
+        _ => script.to_string(),
+    }
 }
 
 /// Compares `generated` with the committed file `rel` (relative to the
@@ -330,6 +454,7 @@ fn man_page_documents_every_option() {
             "SYNOPSIS",
             "DESCRIPTION",
             "OPTIONS",
+            "FLEET\\-WIDE SLOTS",
             "EXIT STATUS",
             "ENVIRONMENT",
             "FILES",
@@ -340,7 +465,7 @@ fn man_page_documents_every_option() {
 }
 
 /// Options of other programs that the hand-written sections mention.
-const FOREIGN_OPTIONS: [&str; 0] = [];
+const FOREIGN_OPTIONS: [&str; 1] = ["clean"];
 
 #[test]
 fn hand_written_sections_name_real_options() {

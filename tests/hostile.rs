@@ -72,6 +72,23 @@ fn daemon_cmd(marker: &str) -> [&str; 4] {
     ["/bin/sh", "-c", "sleep 1000; :", marker]
 }
 
+/// A COMMAND that outlives its supervisor's SIGKILL as the slot's orphan:
+/// a dying supervisor's COMMAND gets SIGTERM (the contract), which this one
+/// ignores. Stop it with a short `--timeout`: only SIGKILL ends it.
+fn orphan_cmd(marker: &str) -> [&str; 4] {
+    ["/bin/sh", "-c", "trap '' TERM; sleep 1000; :", marker]
+}
+
+/// Whether process `pid` has `path` open (the test's view of "holds the
+/// slot's file"; rdaemon proves the lock itself).
+fn has_open(pid: i32, path: &Path) -> bool {
+    fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|fd| fs::read_link(fd.path()).is_ok_and(|p| p == path))
+}
+
 /// Like [`daemon_cmd`], but first creates `ran`, so a test can tell whether
 /// COMMAND ever ran.
 fn daemon_cmd_touching(marker: &str, ran: &Path) -> Vec<String> {
@@ -719,7 +736,7 @@ fn orphan_whose_pid_file_names_a_reused_pid() {
     let mk = marker("reused");
     let _sweep = Sweep::new(&[&mk]);
     let mut bystander = Bystander::new();
-    let cmd = daemon_cmd(&mk);
+    let cmd = orphan_cmd(&mk);
     env.start("ru", &[], &cmd);
     let sup = env.read_pid("ru", 1).unwrap();
     sigkill(sup);
@@ -729,21 +746,25 @@ fn orphan_whose_pid_file_names_a_reused_pid() {
     fs::write(env.pid_file("ru", 1), format!("{}\n", bystander.pid())).unwrap();
 
     let (c, slots) = status_json(&env, &[], "ru");
-    assert_eq!(c, 0);
+    assert_eq!(c, 150);
     assert_eq!(slots[0]["state"], "orphaned", "{slots:?}");
     assert!(slots[0]["pid"].is_null(), "{slots:?}");
     assert_eq!(slots[0]["child_pid"], child[0]);
-    assert_eq!(env.check("ru"), 0);
+    assert_eq!(env.check("ru"), 150);
 
     let out = env.run(["--name", "ru", "--", "true"]);
     expect(&out, 75, "start while the orphan holds the slot");
     assert!(!stderr_of(&out).contains(&bystander.pid().to_string()));
     assert_eq!(command_pids(&mk).len(), 1, "never N+1");
 
-    expect(&bounded(&env, ["--stop", "ru"]), 0, "--stop of an orphan");
+    expect(
+        &bounded(&env, ["--stop", "ru", "--timeout", "1"]),
+        0,
+        "--stop of an orphan",
+    );
     wait_until("orphaned COMMAND gone", || command_pids(&mk).is_empty());
     bystander.assert_alive("--stop");
-    env.start("ru", &[], &cmd);
+    env.start("ru", &[], &daemon_cmd(&mk));
     expect(&bounded(&env, ["--stop", "ru"]), 0, "--stop");
 }
 
@@ -1623,9 +1644,9 @@ fn embedded_nul_is_a_clear_error_in_the_library() {
         matches!(&r, Ok(c) if c.health == rdaemon::inspect::Health::Unknown) || r.is_err(),
         "{r:?}"
     );
-    assert!(rdaemon::inspect::status(&nul_dir, "ok").is_err());
-    assert!(rdaemon::inspect::stop(&nul_dir, "ok", Duration::from_secs(1)).is_err());
-    assert!(rdaemon::inspect::status(&env.pid_dir, "a\0b").is_err());
+    assert!(rdaemon::inspect::status(&nul_dir, "ok", false).is_err());
+    assert!(rdaemon::inspect::stop(&nul_dir, "ok", None, Some(Duration::from_secs(1))).is_err());
+    assert!(rdaemon::inspect::status(&env.pid_dir, "a\0b", false).is_err());
 }
 
 // ---------------------------------------------------------------------------
@@ -1723,9 +1744,11 @@ fn nobody_cannot_lock_roots_slot_file_to_fake_a_running_daemon() {
     let file = env.pid_file("fl", 1);
     // A crash of everything (the OOM killer, kill -9) leaves a stale file.
     let sup = env.read_pid("fl", 1).unwrap();
+    // Found first: a dying supervisor's COMMAND gets SIGTERM, and its
+    // group (the shell's sleep holds the lock too) outlives it.
+    let commands = command_pids(&mk);
     sigkill(sup);
-    // COMMAND and its process group (the shell's sleep holds the lock too).
-    for c in command_pids(&mk) {
+    for c in commands {
         let _ = nix::sys::signal::killpg(
             nix::unistd::Pid::from_raw(c),
             nix::sys::signal::Signal::SIGKILL,
@@ -2062,7 +2085,14 @@ fn assert_slots_consistent(
                     assert!(alive(pid as i32), "{ctx}: dead PID {pid} shown");
                 }
                 if let Some(child) = s["child_pid"].as_i64() {
-                    assert!(commands.contains(&(child as i32)), "{ctx}: {s}");
+                    // COMMAND, or (in an orphaned slot whose COMMAND took
+                    // its SIGTERM) a child of it still holding the file.
+                    assert!(
+                        commands.contains(&(child as i32))
+                            || (state == "orphaned"
+                                && has_open(child as i32, &env.pid_file(name, slot))),
+                        "{ctx}: {s}"
+                    );
                 }
                 if state == "orphaned" {
                     orphaned += 1;
@@ -2223,19 +2253,20 @@ fn killed_supervisor_leaves_an_orphan_that_still_counts() {
     let env = Env::new();
     let mk = marker("orphan");
     let _sweep = Sweep::new(&[&mk]);
-    let cmd = daemon_cmd(&mk);
+    let cmd = orphan_cmd(&mk);
     env.start("or", &[], &cmd);
     let sup = env.read_pid("or", 1).unwrap();
     let child = command_pids(&mk);
     sigkill(sup);
     wait_until("supervisor dead", || !alive(sup));
     let (c, slots) = status_json(&env, &[], "or");
-    assert_eq!(c, 0);
+    // Held, so never N+1; but not running: unhealthy (150).
+    assert_eq!(c, 150);
     assert_eq!(slots[0]["state"], "orphaned", "{slots:?}");
     assert_eq!(slots[0]["child_pid"], child[0]);
-    assert_eq!(env.check("or"), 0);
+    assert_eq!(env.check("or"), 150);
     let mut again: Vec<String> = vec!["--name".into(), "or".into(), "--".into()];
-    again.extend(daemon_cmd(&mk).map(String::from));
+    again.extend(orphan_cmd(&mk).map(String::from));
     let out = env.run(&again);
     expect(&out, 75, "start next to an orphan");
     assert!(
@@ -2244,9 +2275,13 @@ fn killed_supervisor_leaves_an_orphan_that_still_counts() {
         stderr_of(&out)
     );
     assert_eq!(command_pids(&mk), child, "never N+1");
-    expect(&bounded(&env, ["--stop", "or"]), 0, "--stop");
+    expect(
+        &bounded(&env, ["--stop", "or", "--timeout", "1"]),
+        0,
+        "--stop",
+    );
     wait_until("COMMAND gone", || command_pids(&mk).is_empty());
-    env.start("or", &[], &cmd);
+    env.start("or", &[], &daemon_cmd(&mk));
     expect(&bounded(&env, ["--stop", "or"]), 0, "--stop");
 }
 
@@ -2379,7 +2414,7 @@ fn pid_namespace_orphans_and_forged_pids() {
         return;
     };
     let mut start: Vec<String> = vec!["--name".into(), "ns".into(), "--".into()];
-    start.extend(daemon_cmd(&mk).map(String::from));
+    start.extend(orphan_cmd(&mk).map(String::from));
     let file = env.pid_file("ns", 1);
 
     for forged in ["1\n", "0\n", "-1\n"] {
@@ -2404,12 +2439,16 @@ fn pid_namespace_orphans_and_forged_pids() {
         let slots = ns.status_json(&env, "ns");
         assert_eq!(slots[0]["state"], "orphaned", "{slots:?}");
         assert!(slots[0]["child_pid"].is_i64(), "{slots:?}");
-        expect(&ns.run(&env, ["--check", "ns"]), 0, "--check of an orphan");
+        expect(
+            &ns.run(&env, ["--check", "ns"]),
+            150,
+            "--check of an orphan (held, not running)",
+        );
         expect(&ns.run(&env, &start), 75, "start next to an orphan");
         assert_eq!(command_pids(&mk), commands, "never N+1");
 
         fs::write(&file, forged).unwrap();
-        let out = ns.run(&env, ["--stop", "ns", "--timeout", "5"]);
+        let out = ns.run(&env, ["--stop", "ns", "--timeout", "1"]);
         expect(&out, 0, &format!("--stop with the file naming {forged:?}"));
         wait_until("orphaned COMMAND gone", || command_pids(&mk).is_empty());
         ns.assert_init_untouched(&format!("--stop with {forged:?}"));

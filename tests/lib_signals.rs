@@ -14,7 +14,7 @@ fn stop_command_ends_the_library_loop() {
     let env = Env::new();
     let mut d = Daemon::builder("libstop")
         .pid_dir(&env.pid_dir)
-        .timeout(Duration::from_secs(1))
+        .lease(Duration::from_secs(1))
         .build()
         .unwrap();
     d.start().unwrap();

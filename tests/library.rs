@@ -14,7 +14,7 @@ fn leased(env: &Env, name: &str, lease_ms: u64) -> rdaemon::Builder {
     Daemon::builder(name)
         .pid_dir(&env.pid_dir)
         .handle_signals(false)
-        .timeout(Duration::from_millis(lease_ms))
+        .lease(Duration::from_millis(lease_ms))
 }
 
 fn daemon(env: &Env, name: &str, peers: u32) -> Daemon {
@@ -61,7 +61,8 @@ fn self_contested_start_is_busy_and_names_the_holder() {
             holders, max_peers, ..
         }) => {
             assert_eq!(max_peers, 1);
-            assert_eq!(holders, vec![Some(std::process::id() as i32)]);
+            assert_eq!(holders.len(), 1);
+            assert_eq!(holders[0].map(i32::from), Some(std::process::id() as i32));
         }
         other => panic!("expected Busy, got {other:?}"),
     }
@@ -199,4 +200,25 @@ fn bad_configuration_is_refused_before_anything_is_created() {
         rdaemon::ErrorKind::Usage
     );
     assert!(!env.pid_dir.exists());
+}
+
+#[test]
+fn a_failed_start_holds_no_slot_and_leaves_no_file() {
+    let env = Env::new();
+    std::fs::create_dir_all(&env.pid_dir).unwrap();
+    // A directory where the state file goes: writing the state fails after
+    // the PID file was taken and locked.
+    let planted = env.pid_dir.join("failed.1.state");
+    std::fs::create_dir(&planted).unwrap();
+    let mut d = daemon(&env, "failed", 1);
+    let err = d.start().unwrap_err();
+    assert!(err.to_string().contains("failed.1.state"), "{err}");
+    assert!(!env.pid_file("failed", 1).exists(), "no PID file is left");
+    assert_eq!(env.check("failed"), 3, "no slot is held");
+    assert_eq!(d.slot(), None);
+    assert!(!d.heartbeat());
+    // Once the obstacle is gone the same daemon starts.
+    std::fs::remove_dir(&planted).unwrap();
+    d.start().unwrap();
+    assert_eq!(env.check("failed"), 0);
 }

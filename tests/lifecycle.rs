@@ -600,10 +600,10 @@ fn same_slots_with_and_without_xdg(as_nobody: bool) {
         std::os::unix::fs::chown(&xdg, Some(65534), Some(65534)).unwrap();
     }
     std::fs::set_permissions(&xdg, std::fs::Permissions::from_mode(0o700)).unwrap();
-    // SAFETY: geteuid has no preconditions.
     let uid = if as_nobody {
         65534
     } else {
+        // SAFETY: geteuid has no preconditions.
         unsafe { libc::geteuid() }
     };
     let name = mark(if as_nobody { "xdg-nobody" } else { "xdg" });

@@ -1,4 +1,4 @@
-_rdaemon() {
+_rdaemon_options() {
     local i cur prev opts cmd
     COMPREPLY=()
     if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
@@ -23,7 +23,7 @@ _rdaemon() {
 
     case "${cmd}" in
         rdaemon)
-            opts="-f -q -v -h -V --name --check --status --stop --pid-dir --max-peers --foreground --stop-timeout --respawn --max-respawns --respawn-window --respawn-delay --exit-codes --min-uptime --recycle-codes --forking --pidfile --memory-limit --log --syslog --timestamps --syslog-socket --chdir --umask --user --env --notify --ready-timeout --watchdog --quiet --heartbeat-interval --min-peers --max-age --verbose --json --timeout --help --version"
+            opts="-f -q -v -h -V --name --check --status --stop --restart --list-names --pid-dir --max-peers --foreground --stop-timeout --respawn --max-respawns --respawn-window --respawn-delay --exit-codes --min-uptime --recycle-codes --forking --pidfile --memory-limit --log --syslog --timestamps --syslog-socket --chdir --umask --user --env --notify --ready-timeout --watchdog --quiet --heartbeat-interval --min-peers --max-age --verbose --format --json --slot --timeout --etcd --cluster-max-peers --lease-ttl --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -42,6 +42,10 @@ _rdaemon() {
                     return 0
                     ;;
                 --stop)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --restart)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -133,7 +137,27 @@ _rdaemon() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --format)
+                    COMPREPLY=($(compgen -W "text json prometheus" -- "${cur}"))
+                    return 0
+                    ;;
+                --slot)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --etcd)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cluster-max-peers)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --lease-ttl)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -145,6 +169,43 @@ _rdaemon() {
             return 0
             ;;
     esac
+}
+
+# Added by tests/generated_files.rs (clap_complete knows neither): the
+# daemon names in the PID directory (rdaemon --list-names) after --check,
+# --status, --stop, --restart and --name; commands, then files, after --.
+_rdaemon_names() {
+    local i dir=()
+    for (( i = 1; i < COMP_CWORD; i++ )); do
+        if [[ "${COMP_WORDS[i]}" == --pid-dir ]]; then
+            dir=(--pid-dir "${COMP_WORDS[i+1]}")
+        fi
+    done
+    "${COMP_WORDS[0]}" --list-names "${dir[@]}" 2>/dev/null
+}
+
+_rdaemon() {
+    local cur="${COMP_WORDS[COMP_CWORD]}" prev="" i
+    (( COMP_CWORD > 0 )) && prev="${COMP_WORDS[COMP_CWORD-1]}"
+    for (( i = 1; i < COMP_CWORD; i++ )); do
+        if [[ "${COMP_WORDS[i]}" == -- ]]; then
+            if (( i + 1 == COMP_CWORD )); then
+                COMPREPLY=( $(compgen -c -- "${cur}") )
+            else
+                COMPREPLY=( $(compgen -f -- "${cur}") )
+            fi
+            return 0
+        fi
+    done
+    case "${prev}" in
+        --name|--check|--status|--stop|--restart)
+            if [[ "${cur}" != -* ]]; then
+                COMPREPLY=( $(compgen -W "$(_rdaemon_names)" -- "${cur}") )
+                return 0
+            fi
+            ;;
+    esac
+    _rdaemon_options "$@"
 }
 
 if [[ "${BASH_VERSINFO[0]}" -eq 4 && "${BASH_VERSINFO[1]}" -ge 4 || "${BASH_VERSINFO[0]}" -gt 4 ]]; then

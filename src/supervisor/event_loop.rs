@@ -136,9 +136,10 @@ pub(super) fn run(cfg: Config, ready: &mut dyn Readiness) -> Finish {
     let mut builder = Daemon::builder(cfg.name.clone())
         .max_peers(cfg.max_peers)
         .pid_dir(cfg.pid_dir.clone())
-        .handle_signals(false);
+        .handle_signals(false)
+        .sd_notify(false);
     if let Some(every) = cfg.heartbeat_interval {
-        builder = builder.timeout(every);
+        builder = builder.lease(every);
     }
     let daemon = match builder.build().and_then(|mut d| d.start().map(|()| d)) {
         Ok(d) => d,

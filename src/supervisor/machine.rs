@@ -355,11 +355,6 @@ impl Machine {
         self.pending_report.take()
     }
 
-    /// Whether the starter still waits to hear of the first start.
-    pub fn starter_waiting(&self) -> bool {
-        self.starter_waiting
-    }
-
     /// The earliest deadline of the current phase.
     pub fn next_deadline(&self) -> Option<Instant> {
         match &self.phase {
