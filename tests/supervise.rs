@@ -18,9 +18,12 @@ fn lines(path: &std::path::Path) -> usize {
     read(path).lines().count()
 }
 
-/// Waits until NAME has no supervisor left (no slot file at all).
+/// Waits until NAME has no supervisor left: not running (3), or a
+/// supervisor that gave up left its `failed` tombstone (1).
 fn wait_gone(env: &Env, name: &str) {
-    wait_until(&format!("{name} to finish"), || env.check(name) == 3);
+    wait_until(&format!("{name} to finish"), || {
+        matches!(env.check(name), 1 | 3)
+    });
 }
 
 #[test]
@@ -54,6 +57,7 @@ fn crash_loop_gives_up_after_exactly_n_plus_one_runs() {
         !env.pid_file("crash", 1).exists(),
         "the PID file is removed"
     );
+    assert_eq!(env.check("crash"), 1, "the tombstone says it failed");
 }
 
 #[test]
