@@ -264,12 +264,12 @@ function main(): int
         }
     }
     $opts = getopt('', ['tube:', 'max-jobs:', 'recycle-code:']);
-    $host = option($opts, 'host', 'BEANSTALK_HOST', '127.0.0.1');
-    $port = whole(option($opts, 'port', 'BEANSTALK_PORT', '11300'), 'BEANSTALK_PORT');
+    $host = getenv('BEANSTALK_HOST') ?: '127.0.0.1';
+    $port = whole(getenv('BEANSTALK_PORT') ?: '11300', 'BEANSTALK_PORT');
     $tube = option($opts, 'tube', 'BEANSTALK_TUBE', 'default');
     $maxJobs = whole(option($opts, 'max-jobs', 'MAX_JOBS', '0'), '--max-jobs');
     $recycleCode = whole(option($opts, 'recycle-code', 'RECYCLE_EXIT_CODE', '0'), '--recycle-code');
-    $resultsFile = option($opts, 'results', 'RESULTS_FILE', '');
+    $resultsFile = getenv('RESULTS_FILE') ?: '';
     $me = 'worker ' . getmypid() . (getenv('RDAEMON_SLOT') ? ' (slot ' . getenv('RDAEMON_SLOT') . ')' : '');
 
     // Signals only set a flag; the loop below acts on it between jobs.
