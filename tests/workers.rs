@@ -641,3 +641,86 @@ fn beanstalkd_client_round_trip() {
     assert_eq!(c.tube_count("rt", "cmd-delete"), 1);
     assert!(queue.dir().join("binlog").is_dir());
 }
+
+/// What packaging/systemd/rdaemon-workers@.service relies on, with the test
+/// in systemd's place: `rdaemon --foreground --notify` under a
+/// `NOTIFY_SOCKET` of its own says READY=1 upstream only once its worker is
+/// ready, passes the worker's STATUS= on, and a SIGTERM to rdaemon alone
+/// (KillMode=mixed) lets the worker finish and makes rdaemon exit 0.
+fn under_systemd_type_notify(lang: Lang) {
+    let Some(mut rig) = Rig::new(lang, "unit") else {
+        return;
+    };
+    let systemd_path = rig.env.path("systemd-notify.sock");
+    let systemd = std::os::unix::net::UnixDatagram::bind(&systemd_path).unwrap();
+    systemd
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut seen = String::new();
+    // Reads what rdaemon told "systemd" until `want` appears.
+    let mut wait_for = |want: &str, seen: &mut String| {
+        let got = poll_until(DEADLINE, || {
+            let mut buf = [0u8; 4096];
+            if let Ok(n) = systemd.recv(&mut buf) {
+                seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+                seen.push('\n');
+            }
+            seen.contains(want).then_some(())
+        });
+        assert!(got.is_some(), "no {want:?} from rdaemon; got {seen:?}");
+    };
+
+    let port = format!("BEANSTALK_PORT={}", rig.queue.port);
+    let results = format!("RESULTS_FILE={}", rig.results.display());
+    let mut cmd = rig.env.cmd();
+    cmd.env("NOTIFY_SOCKET", &systemd_path)
+        .args(["--foreground", "--name", &rig.name, "--max-peers", "3"])
+        .args(["--respawn", "--notify", "--watchdog", "3", "--log"])
+        .arg(&rig.log)
+        .args(["--env", &port, "--env", &results, "--"])
+        .args(&rig.worker)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut rdaemon = cmd.spawn().unwrap();
+    let rdaemon_pid = rdaemon.id() as i32;
+
+    wait_for("READY=1", &mut seen);
+    assert_eq!(rig.env.check(&rig.name), 0, "{}", rig.diag());
+    // The worker watches its tube before it says READY=1.
+    assert_eq!(rig.count("current-watching"), 1, "{}", rig.diag());
+    let ids = rig.put(20, 5);
+    rig.wait_processed(ids.len(), |_, _| {});
+    rig.assert_each_once(&ids);
+    wait_for("STATUS=processed 20 jobs", &mut seen);
+
+    let worker = rig.workers();
+    assert_eq!(worker.len(), 1);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(rdaemon_pid),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = poll_until(DEADLINE, || rdaemon.try_wait().unwrap());
+    let Some(status) = status else {
+        let _ = rdaemon.kill();
+        panic!("rdaemon still runs after SIGTERM\n{}", rig.diag());
+    };
+    assert_eq!(status.code(), Some(0), "{}", rig.diag());
+    assert!(!alive(worker[0]));
+    assert!(
+        read(&rig.log).contains("stopping after 20 jobs, exit 0"),
+        "{}",
+        rig.diag()
+    );
+    assert_eq!(rig.env.check(&rig.name), 3);
+}
+
+#[test]
+fn php_under_systemd_type_notify() {
+    under_systemd_type_notify(Lang::Php);
+}
+
+#[test]
+fn python_under_systemd_type_notify() {
+    under_systemd_type_notify(Lang::Python);
+}
