@@ -658,7 +658,7 @@ fn under_systemd_type_notify(lang: Lang) {
         .unwrap();
     let mut seen = String::new();
     // Reads what rdaemon told "systemd" until `want` appears.
-    let mut wait_for = |want: &str, seen: &mut String| {
+    let wait_for = |want: &str, seen: &mut String| {
         let got = poll_until(DEADLINE, || {
             let mut buf = [0u8; 4096];
             if let Ok(n) = systemd.recv(&mut buf) {
