@@ -124,27 +124,31 @@ impl Rig {
         })
     }
 
+    /// rdaemon's options for every peer here: three slots, respawn, READY=1
+    /// and a watchdog, the log, and the worker's queue and results file.
+    fn peer_opts(&self) -> Vec<String> {
+        let mut opts: Vec<String> = ["--max-peers", "3", "--respawn", "--notify", "--watchdog"]
+            .map(String::from)
+            .into();
+        opts.push(WATCHDOG_S.to_string());
+        opts.extend(["--log".into(), self.log.to_str().unwrap().into()]);
+        opts.extend([
+            "--env".into(),
+            format!("BEANSTALK_PORT={}", self.queue.port),
+        ]);
+        opts.extend([
+            "--env".into(),
+            format!("RESULTS_FILE={}", self.results.display()),
+        ]);
+        opts
+    }
+
     /// Starts all PEERS peers (one start each, as a cron line would), with
-    /// `opts` for rdaemon and `args` for the worker. With --notify each
-    /// start returns once its worker sent READY=1.
+    /// `opts` added for rdaemon and `args` for the worker. With --notify
+    /// each start returns once its worker sent READY=1.
     fn start_peers(&self, opts: &[&str], args: &[&str]) {
-        let port = format!("BEANSTALK_PORT={}", self.queue.port);
-        let results = format!("RESULTS_FILE={}", self.results.display());
-        let watchdog = WATCHDOG_S.to_string();
-        let mut all = vec![
-            "--max-peers",
-            "3",
-            "--respawn",
-            "--notify",
-            "--watchdog",
-            &watchdog,
-            "--log",
-            self.log.to_str().unwrap(),
-            "--env",
-            &port,
-            "--env",
-            &results,
-        ];
+        let common = self.peer_opts();
+        let mut all: Vec<&str> = common.iter().map(String::as_str).collect();
         all.extend_from_slice(opts);
         let mut command: Vec<&str> = self.worker.iter().map(String::as_str).collect();
         command.extend_from_slice(args);
@@ -670,14 +674,11 @@ fn under_systemd_type_notify(lang: Lang) {
         assert!(got.is_some(), "no {want:?} from rdaemon; got {seen:?}");
     };
 
-    let port = format!("BEANSTALK_PORT={}", rig.queue.port);
-    let results = format!("RESULTS_FILE={}", rig.results.display());
     let mut cmd = rig.env.cmd();
     cmd.env("NOTIFY_SOCKET", &systemd_path)
-        .args(["--foreground", "--name", &rig.name, "--max-peers", "3"])
-        .args(["--respawn", "--notify", "--watchdog", "3", "--log"])
-        .arg(&rig.log)
-        .args(["--env", &port, "--env", &results, "--"])
+        .args(["--foreground", "--name", &rig.name])
+        .args(rig.peer_opts())
+        .arg("--")
         .args(&rig.worker)
         .stdout(Stdio::null())
         .stderr(Stdio::null());
