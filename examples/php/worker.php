@@ -263,7 +263,20 @@ function main(): int
             return EXIT_USAGE;
         }
     }
-    $opts = getopt('', ['tube:', 'max-jobs:', 'recycle-code:']);
+    $known = ['tube', 'max-jobs', 'recycle-code'];
+    // getopt() skips what it does not know: refuse it instead.
+    $argv = $_SERVER['argv'];
+    for ($i = 1; $i < count($argv); $i++) {
+        $name = explode('=', substr($argv[$i], 2), 2)[0];
+        if (!str_starts_with($argv[$i], '--') || !in_array($name, $known, true)) {
+            fwrite(STDERR, "worker: unknown argument '{$argv[$i]}'\n");
+            return EXIT_USAGE;
+        }
+        if (!str_contains($argv[$i], '=')) {
+            $i++; // its value
+        }
+    }
+    $opts = getopt('', array_map(fn ($o) => "$o:", $known));
     $host = getenv('BEANSTALK_HOST') ?: '127.0.0.1';
     $port = whole(getenv('BEANSTALK_PORT') ?: '11300', 'BEANSTALK_PORT');
     $tube = option($opts, 'tube', 'BEANSTALK_TUBE', 'default');
