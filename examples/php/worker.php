@@ -185,11 +185,12 @@ final class Notifier
  * Keeps the supervisor's watchdog fed and STATUS= current.
  *
  * beat() runs after every job and every empty wait; the worker wakes at
- * least every $wake seconds (the reserve timeout). It pings when waiting
- * for the next wake-up could overshoot half of WATCHDOG_USEC, so pings are
- * never further apart than that while idle. A job must finish well within
- * WATCHDOG_USEC (or ping from inside it). A new STATUS= goes out at most
- * once a second, so a busy worker does not flood the supervisor.
+ * least every $wake seconds (the reserve timeout, or the pause between
+ * polls). It pings when waiting for the next wake-up could overshoot
+ * half of WATCHDOG_USEC, so pings are never further apart than that
+ * while idle. A job must finish well within WATCHDOG_USEC (or ping from
+ * inside it). A new STATUS= goes out at most once a second, so a busy
+ * worker does not flood the supervisor.
  */
 final class Heartbeat
 {
@@ -304,20 +305,19 @@ function main(): int
     // beanstalkd's timeouts are whole seconds: wake once a second, or poll
     // when the watchdog wants pings more often than that.
     $usec = (int) getenv('WATCHDOG_USEC');
-    $wake = ($usec > 0 && $usec < 2_000_000) ? 0 : 1;
-    $heartbeat = new Heartbeat($notifier, (float) $wake);
+    $wait = ($usec > 0 && $usec < 2_000_000) ? 0 : 1;
+    $pause = $wait === 0 ? intdiv($usec, 4) : 0; // microseconds between polls
+    $heartbeat = new Heartbeat($notifier, $wait + $pause / 1e6);
     $notifier->send("READY=1\nSTATUS=waiting for jobs on $tube");
     fwrite(STDERR, "$me: ready on $host:$port tube $tube\n");
 
     $done = 0;
     try {
         while ($stop === null && ($maxJobs === 0 || $done < $maxJobs)) {
-            $job = $queue->reserve($wake);
+            $job = $queue->reserve($wait);
             if ($job === null) {
                 $heartbeat->beat("processed $done jobs");
-                if ($wake === 0) {
-                    usleep(intdiv($usec, 4));
-                }
+                usleep($pause);
                 continue;
             }
             [$id, $body] = $job;

@@ -143,11 +143,12 @@ class Heartbeat:
     """Keeps the supervisor's watchdog fed and STATUS= current.
 
     beat() runs after every job and every empty wait; the worker wakes at
-    least every `wake` seconds (the reserve timeout). It pings when waiting
-    for the next wake-up could overshoot half of WATCHDOG_USEC, so pings are
-    never further apart than that while idle. A job must finish well within
-    WATCHDOG_USEC (or ping from inside it). A new STATUS= goes out at most
-    once a second, so a busy worker does not flood the supervisor.
+    least every `wake` seconds (the reserve timeout, or the pause between
+    polls). It pings when waiting for the next wake-up could overshoot
+    half of WATCHDOG_USEC, so pings are never further apart than that
+    while idle. A job must finish well within WATCHDOG_USEC (or ping from
+    inside it). A new STATUS= goes out at most once a second, so a busy
+    worker does not flood the supervisor.
     """
 
     def __init__(self, notifier, wake):
@@ -245,19 +246,19 @@ def main():
     # beanstalkd's timeouts are whole seconds: wake once a second, or poll
     # when the watchdog wants pings more often than that.
     usec = int(os.environ.get("WATCHDOG_USEC") or 0)
-    wake = 0 if 0 < usec < 2_000_000 else 1
-    heartbeat = Heartbeat(notifier, wake)
+    wait = 0 if 0 < usec < 2_000_000 else 1
+    pause = usec / 4e6 if wait == 0 else 0  # seconds between polls
+    heartbeat = Heartbeat(notifier, wait + pause)
     notifier.send(f"READY=1\nSTATUS=waiting for jobs on {tube}")
     log(f"ready on {host}:{port} tube {tube}")
 
     done = 0
     try:
         while not stop and (max_jobs == 0 or done < max_jobs):
-            job = queue.reserve(wake)
+            job = queue.reserve(wait)
             if job is None:
                 heartbeat.beat(f"processed {done} jobs")
-                if wake == 0:
-                    time.sleep(usec / 4e6)
+                time.sleep(pause)
                 continue
             job_id, body = job
             if stop:
