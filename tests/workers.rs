@@ -98,7 +98,11 @@ impl Rig {
     /// not installed.
     fn new(lang: Lang, scenario: &str) -> Option<Rig> {
         let Some(mut worker) = lang.argv() else {
-            eprintln!("SKIPPED: {} not installed", lang.label());
+            let interp = match lang {
+                Lang::Php => "php",
+                Lang::Python => "python3",
+            };
+            eprintln!("SKIPPED: {interp} not installed");
             return None;
         };
         let Some(queue) = Beanstalkd::start() else {
