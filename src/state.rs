@@ -320,27 +320,24 @@ pub fn stage_tombstone(dir: &PidDir, name: &str, index: u32) -> Result<()> {
 pub fn place_tombstone(dir: &PidDir, name: &str, index: u32) -> Result<()> {
     let stage = tombstone_stage_name(name, index);
     let file_name = state_file_name(name, index);
-    let placed = nix::fcntl::renameat2(
+    // linkat() never replaces an existing name: the atomic "no replace"
+    // that renameat2(RENAME_NOREPLACE) would give, in POSIX (and in musl,
+    // whose nix lacks renameat2).
+    let placed = nix::unistd::linkat(
         dir.fd(),
         stage.as_str(),
         dir.fd(),
         file_name.as_str(),
-        nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+        nix::fcntl::AtFlags::empty(),
     );
+    let _ = unlinkat(dir.fd(), stage.as_str(), UnlinkatFlags::NoRemoveDir);
     match placed {
-        Ok(()) => Ok(()),
-        Err(e) => {
-            let _ = unlinkat(dir.fd(), stage.as_str(), UnlinkatFlags::NoRemoveDir);
-            if e == Errno::EEXIST {
-                Ok(())
-            } else {
-                Err(Error::io(
-                    "leave tombstone",
-                    dir.path().join(&file_name),
-                    e.into(),
-                ))
-            }
-        }
+        Ok(()) | Err(Errno::EEXIST) => Ok(()),
+        Err(e) => Err(Error::io(
+            "leave tombstone",
+            dir.path().join(&file_name),
+            e.into(),
+        )),
     }
 }
 
