@@ -297,6 +297,13 @@ impl Machine {
     pub fn published_phase(&self) -> Option<state::Phase> {
         Some(match &self.phase {
             Phase::Idle => state::Phase::Starting,
+            // Without --notify or --forking COMMAND runs once exec'd; the
+            // short wait to see it did not die at once changes nothing.
+            Phase::Starting {
+                awaiting_ready: false,
+                forking: false,
+                ..
+            } => state::Phase::Running,
             Phase::Starting { .. } => state::Phase::Starting,
             Phase::Running { .. } => state::Phase::Running,
             Phase::Stopping { .. } => state::Phase::Stopping,
@@ -468,7 +475,7 @@ impl Machine {
                             forking: false,
                         }
                     } else {
-                        self.now_running(run, now, &mut out)
+                        self.now_running(run, true, now, &mut out)
                     }
                 }
                 Err(why) => {
@@ -487,7 +494,7 @@ impl Machine {
                     ..
                 },
                 Event::Settled,
-            ) => self.now_running(run, now, &mut out),
+            ) => self.now_running(run, false, now, &mut out),
 
             // ---- readiness and the watchdog ---------------------------------
             (
@@ -517,7 +524,7 @@ impl Machine {
                             forking,
                         }
                     } else {
-                        self.now_running(run, now, &mut out)
+                        self.now_running(run, true, now, &mut out)
                     }
                 } else {
                     let start_by = match n.extend_timeout {
@@ -940,13 +947,12 @@ impl Machine {
             && self.respawn.is_none()
             && !self.policy.notify
             && !self.policy.forking;
-        if settle {
-            out.push(Action::AwaitSettled);
-        }
         if self.policy.notify || self.policy.forking || settle {
-            // The settle wait is too short to be worth a state write.
-            if !settle {
-                out.push(Action::Publish);
+            // Published before the settle wait (as running), so the state
+            // write overlaps COMMAND's own start on the other CPU.
+            out.push(Action::Publish);
+            if settle {
+                out.push(Action::AwaitSettled);
             }
             Phase::Starting {
                 run,
@@ -955,13 +961,22 @@ impl Machine {
                 forking: self.policy.forking,
             }
         } else {
-            self.now_running(run, now, out)
+            self.now_running(run, true, now, out)
         }
     }
 
-    fn now_running(&mut self, run: Run, now: Instant, out: &mut Vec<Action>) -> Phase {
+    /// The start is complete; `publish` unless the state already says so.
+    fn now_running(
+        &mut self,
+        run: Run,
+        publish: bool,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) -> Phase {
         self.reason = None;
-        out.push(Action::Publish);
+        if publish {
+            out.push(Action::Publish);
+        }
         if std::mem::take(&mut self.starter_waiting) {
             out.push(Action::ReportReady(StartOutcome::Started));
             out.push(Action::TellUpstream("READY=1"));
