@@ -746,7 +746,6 @@ fn last_alive(path: &std::path::Path) -> f64 {
 }
 
 #[test]
-#[ignore = "needs the supervisor branch (passes on a trial merge with sup 6cb1bee): drop this ignore when merged"]
 fn e2e_two_hosts_three_starts_each_run_exactly_m() {
     let etcd = etcd_or_skip!();
     let hosts = [Host::new(&etcd), Host::new(&etcd)];
@@ -782,7 +781,6 @@ fn e2e_two_hosts_three_starts_each_run_exactly_m() {
 }
 
 #[test]
-#[ignore = "needs the supervisor branch (passes on a trial merge with sup 6cb1bee): drop this ignore when merged"]
 fn e2e_race_of_twenty_starts_across_two_hosts() {
     let etcd = etcd_or_skip!();
     let hosts = [Host::new(&etcd), Host::new(&etcd)];
@@ -849,7 +847,6 @@ fn assert_no_overlap(a_out: &std::path::Path, b_out: &std::path::Path) {
 }
 
 #[test]
-#[ignore = "needs the supervisor branch (passes on a trial merge with sup 6cb1bee): drop this ignore when merged"]
 fn e2e_partitioned_host_stops_before_the_other_starts() {
     let etcd = etcd_or_skip!();
     let (a, b) = (Host::new(&etcd), Host::new(&etcd));
@@ -874,7 +871,6 @@ fn e2e_partitioned_host_stops_before_the_other_starts() {
 }
 
 #[test]
-#[ignore = "needs the supervisor branch (passes on a trial merge with sup 6cb1bee): drop this ignore when merged"]
 fn e2e_killed_supervisor_lets_its_lease_expire() {
     let etcd = etcd_or_skip!();
     let (a, b) = (Host::new(&etcd), Host::new(&etcd));
@@ -889,7 +885,6 @@ fn e2e_killed_supervisor_lets_its_lease_expire() {
 }
 
 #[test]
-#[ignore = "needs the supervisor branch (passes on a trial merge with sup 6cb1bee): drop this ignore when merged"]
 fn e2e_stop_frees_the_cluster_slot_at_once_and_bad_etcd_starts_nothing() {
     let etcd = etcd_or_skip!();
     let (a, b) = (Host::new(&etcd), Host::new(&etcd));
@@ -1006,7 +1001,6 @@ fn library_daemon_holds_a_cluster_slot_and_stops_on_a_lost_lease() {
 }
 
 #[test]
-#[ignore = "needs the supervisor branch (passes on a trial merge with sup 6cb1bee): drop this ignore when merged"]
 fn e2e_respawn_waits_for_a_cluster_slot_after_a_partition() {
     let etcd = etcd_or_skip!();
     let a = Host::with_opts(&etcd, &["--respawn"]);

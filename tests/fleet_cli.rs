@@ -535,7 +535,6 @@ fn restart_skips_what_it_cannot_restart_and_never_signals_it() {
 /// the restart signal and publish `mode`, `phase` and `run` (the
 /// supervisor branch of this round).
 #[test]
-#[ignore = "needs the supervisor's restart handling (supervisor branch)"]
 fn restart_with_real_supervisors_never_drops_below_n_minus_1() {
     let env = Env::new();
     let marker = "fleet-real-roll";

@@ -3,6 +3,8 @@
 //! with a deadline (never a fixed sleep).
 #![allow(dead_code)]
 
+pub mod beanstalkd;
+
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
