@@ -204,6 +204,17 @@ pub enum Then {
     WaitLease,
 }
 
+impl Then {
+    /// The supervisor must exit once the tree is empty: an exit already
+    /// planned stands, anything else becomes `finish`.
+    fn exit_anyway(self, finish: Finish) -> Then {
+        match self {
+            Then::Exit(f) => Then::Exit(f),
+            _ => Then::Exit(finish),
+        }
+    }
+}
+
 /// One run of COMMAND.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Run {
@@ -616,14 +627,11 @@ impl Machine {
                     "received {}; stopping",
                     crate::signal_name(sig)
                 )));
-                let then = if self.starter_waiting {
-                    self.failed_start_then(StartOutcome::Failed(format!(
-                        "received {} before COMMAND was ready",
-                        crate::signal_name(sig)
-                    )))
-                } else {
-                    Then::Exit(Finish::Stopped)
-                };
+                let why = format!(
+                    "received {} before COMMAND was ready",
+                    crate::signal_name(sig)
+                );
+                let then = self.exit_failing_start(why, Finish::Stopped);
                 self.begin_stop(Some(run), then, "stop requested", now, &mut out)
             }
             (
@@ -640,10 +648,7 @@ impl Machine {
                     crate::signal_name(sig)
                 )));
                 out.push(Action::SignalTree(libc::SIGKILL));
-                let then = match then {
-                    Then::Exit(f) => Then::Exit(f),
-                    _ => Then::Exit(Finish::Stopped),
-                };
+                let then = then.exit_anyway(Finish::Stopped);
                 let _ = (kill_at, killed);
                 Phase::Stopping {
                     run,
@@ -712,13 +717,8 @@ impl Machine {
                 )));
                 match p {
                     Phase::Starting { run, .. } | Phase::Running { run, .. } => {
-                        let then = if self.starter_waiting {
-                            self.failed_start_then(StartOutcome::Failed(
-                                "lock lost: the PID file was deleted or replaced".into(),
-                            ))
-                        } else {
-                            Then::Exit(Finish::Failed)
-                        };
+                        let then =
+                            self.exit_failing_start(format!("lock lost: {why}"), Finish::Failed);
                         self.begin_stop(Some(run), then, "lock lost", now, &mut out)
                     }
                     Phase::Stopping {
@@ -730,10 +730,7 @@ impl Machine {
                         run,
                         kill_at,
                         killed,
-                        then: match then {
-                            Then::Exit(f) => Then::Exit(f),
-                            _ => Then::Exit(Finish::Failed),
-                        },
+                        then: then.exit_anyway(Finish::Failed),
                     },
                     _ => self.done(Finish::Failed, &mut out),
                 }
@@ -783,7 +780,7 @@ impl Machine {
                         then: match then {
                             Then::Exit(f) => Then::Exit(f),
                             _ if wait => Then::WaitLease,
-                            _ => Then::Exit(Finish::Failed),
+                            other => other.exit_anyway(Finish::Failed),
                         },
                     },
                     Phase::BackingOff { .. } if wait => self.wait_for_lease(now, &mut out),
@@ -1048,6 +1045,16 @@ impl Machine {
             Then::FailedRun
         } else {
             self.failed_start_then(StartOutcome::Failed("COMMAND is hung (watchdog)".into()))
+        }
+    }
+
+    /// A stop that ends the supervisor: with `finish`, or, while the
+    /// starter still waits, as a failed start saying `why`.
+    fn exit_failing_start(&mut self, why: String, finish: Finish) -> Then {
+        if self.starter_waiting {
+            self.failed_start_then(StartOutcome::Failed(why))
+        } else {
+            Then::Exit(finish)
         }
     }
 
