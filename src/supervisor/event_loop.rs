@@ -432,7 +432,13 @@ impl Supervisor<'_> {
                     if crate::proc::await_settled(pid, SETTLE_LIMIT) {
                         // Died at once: its Reaped tells the machine.
                         self.reap();
-                    } else {
+                    }
+                    let died = self
+                        .queue
+                        .iter()
+                        .any(|e| matches!(e, Event::Reaped { pid: p, .. } if *p == pid));
+                    // Alive (or its state unreadable): it runs.
+                    if !died {
                         self.queue.push_back(Event::Settled);
                     }
                 }

@@ -204,6 +204,17 @@ pub enum Then {
     WaitLease,
 }
 
+impl Then {
+    /// The supervisor must exit once the tree is empty: an exit already
+    /// planned stands, anything else becomes `finish`.
+    fn exit_anyway(self, finish: Finish) -> Then {
+        match self {
+            Then::Exit(f) => Then::Exit(f),
+            _ => Then::Exit(finish),
+        }
+    }
+}
+
 /// One run of COMMAND.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Run {
@@ -297,6 +308,13 @@ impl Machine {
     pub fn published_phase(&self) -> Option<state::Phase> {
         Some(match &self.phase {
             Phase::Idle => state::Phase::Starting,
+            // Without --notify or --forking COMMAND runs once exec'd; the
+            // short wait to see it did not die at once changes nothing.
+            Phase::Starting {
+                awaiting_ready: false,
+                forking: false,
+                ..
+            } => state::Phase::Running,
             Phase::Starting { .. } => state::Phase::Starting,
             Phase::Running { .. } => state::Phase::Running,
             Phase::Stopping { .. } => state::Phase::Stopping,
@@ -468,7 +486,7 @@ impl Machine {
                             forking: false,
                         }
                     } else {
-                        self.now_running(run, now, &mut out)
+                        self.now_running(run, true, now, &mut out)
                     }
                 }
                 Err(why) => {
@@ -487,7 +505,7 @@ impl Machine {
                     ..
                 },
                 Event::Settled,
-            ) => self.now_running(run, now, &mut out),
+            ) => self.now_running(run, false, now, &mut out),
 
             // ---- readiness and the watchdog ---------------------------------
             (
@@ -517,7 +535,7 @@ impl Machine {
                             forking,
                         }
                     } else {
-                        self.now_running(run, now, &mut out)
+                        self.now_running(run, true, now, &mut out)
                     }
                 } else {
                     let start_by = match n.extend_timeout {
@@ -609,14 +627,11 @@ impl Machine {
                     "received {}; stopping",
                     crate::signal_name(sig)
                 )));
-                let then = if self.starter_waiting {
-                    self.failed_start_then(StartOutcome::Failed(format!(
-                        "received {} before COMMAND was ready",
-                        crate::signal_name(sig)
-                    )))
-                } else {
-                    Then::Exit(Finish::Stopped)
-                };
+                let why = format!(
+                    "received {} before COMMAND was ready",
+                    crate::signal_name(sig)
+                );
+                let then = self.exit_failing_start(why, Finish::Stopped);
                 self.begin_stop(Some(run), then, "stop requested", now, &mut out)
             }
             (
@@ -633,10 +648,7 @@ impl Machine {
                     crate::signal_name(sig)
                 )));
                 out.push(Action::SignalTree(libc::SIGKILL));
-                let then = match then {
-                    Then::Exit(f) => Then::Exit(f),
-                    _ => Then::Exit(Finish::Stopped),
-                };
+                let then = then.exit_anyway(Finish::Stopped);
                 let _ = (kill_at, killed);
                 Phase::Stopping {
                     run,
@@ -705,13 +717,8 @@ impl Machine {
                 )));
                 match p {
                     Phase::Starting { run, .. } | Phase::Running { run, .. } => {
-                        let then = if self.starter_waiting {
-                            self.failed_start_then(StartOutcome::Failed(
-                                "lock lost: the PID file was deleted or replaced".into(),
-                            ))
-                        } else {
-                            Then::Exit(Finish::Failed)
-                        };
+                        let then =
+                            self.exit_failing_start(format!("lock lost: {why}"), Finish::Failed);
                         self.begin_stop(Some(run), then, "lock lost", now, &mut out)
                     }
                     Phase::Stopping {
@@ -723,10 +730,7 @@ impl Machine {
                         run,
                         kill_at,
                         killed,
-                        then: match then {
-                            Then::Exit(f) => Then::Exit(f),
-                            _ => Then::Exit(Finish::Failed),
-                        },
+                        then: then.exit_anyway(Finish::Failed),
                     },
                     _ => self.done(Finish::Failed, &mut out),
                 }
@@ -776,7 +780,7 @@ impl Machine {
                         then: match then {
                             Then::Exit(f) => Then::Exit(f),
                             _ if wait => Then::WaitLease,
-                            _ => Then::Exit(Finish::Failed),
+                            other => other.exit_anyway(Finish::Failed),
                         },
                     },
                     Phase::BackingOff { .. } if wait => self.wait_for_lease(now, &mut out),
@@ -940,13 +944,12 @@ impl Machine {
             && self.respawn.is_none()
             && !self.policy.notify
             && !self.policy.forking;
-        if settle {
-            out.push(Action::AwaitSettled);
-        }
         if self.policy.notify || self.policy.forking || settle {
-            // The settle wait is too short to be worth a state write.
-            if !settle {
-                out.push(Action::Publish);
+            // Published before the settle wait (as running), so the state
+            // write overlaps COMMAND's own start on the other CPU.
+            out.push(Action::Publish);
+            if settle {
+                out.push(Action::AwaitSettled);
             }
             Phase::Starting {
                 run,
@@ -955,13 +958,22 @@ impl Machine {
                 forking: self.policy.forking,
             }
         } else {
-            self.now_running(run, now, out)
+            self.now_running(run, true, now, out)
         }
     }
 
-    fn now_running(&mut self, run: Run, now: Instant, out: &mut Vec<Action>) -> Phase {
+    /// The start is complete; `publish` unless the state already says so.
+    fn now_running(
+        &mut self,
+        run: Run,
+        publish: bool,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) -> Phase {
         self.reason = None;
-        out.push(Action::Publish);
+        if publish {
+            out.push(Action::Publish);
+        }
         if std::mem::take(&mut self.starter_waiting) {
             out.push(Action::ReportReady(StartOutcome::Started));
             out.push(Action::TellUpstream("READY=1"));
@@ -1033,6 +1045,16 @@ impl Machine {
             Then::FailedRun
         } else {
             self.failed_start_then(StartOutcome::Failed("COMMAND is hung (watchdog)".into()))
+        }
+    }
+
+    /// A stop that ends the supervisor: with `finish`, or, while the
+    /// starter still waits, as a failed start saying `why`.
+    fn exit_failing_start(&mut self, why: String, finish: Finish) -> Then {
+        if self.starter_waiting {
+            self.failed_start_then(StartOutcome::Failed(why))
+        } else {
+            Then::Exit(finish)
         }
     }
 

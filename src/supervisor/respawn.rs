@@ -1,4 +1,15 @@
-//! The respawn policy: how many restarts, and how long to wait before each.
+//! The respawn policy: which ends of a run are planned recycles, how long
+//! to wait before a restart, and when to give up.
+//!
+//! A *recycle* (a run of at least `--min-uptime`, a status in
+//! `--recycle-codes`, a memory-limit stop, a restart request) restarts at
+//! once, with at most a tenth of `--min-uptime` of jitter so that peers
+//! which hit their limits together spread out, and is never counted. Only
+//! a *failed run* backs off (the first delay, doubling up to a minute,
+//! back to the first after a recycle) and counts toward `--max-respawns`
+//! within `--respawn-window`; only failed runs can make the supervisor
+//! give up. Queue workers that exit after N jobs, or with Laravel's
+//! status 12, therefore run forever, while a crash loop still stops.
 //!
 //! Pure bookkeeping, kept apart from the event loop so it can be tested
 //! without processes. Times are `Instant`s (the monotonic clock).
