@@ -60,6 +60,13 @@
 //! Only monotonic clocks ([`Instant`]) enter this arithmetic; wall-clock
 //! steps do not matter. `started_unix` in the key's value is for people.
 //!
+//! An etcd that stalls (a leader election, a frozen member) is survived
+//! while the stall ends before `last_ok + T/2`: the renewal due at T/3 is
+//! retried every T/20 until then, so with the default T of 10 s a stall of
+//! up to about 1.6 s that begins right before a renewal is always
+//! survived. Clusters with slower elections need a longer `--lease-ttl`
+//! (T = 30 s survives about 5 s).
+//!
 //! What timing cannot cover: a host that is paused as a whole (a frozen
 //! VM, a SIGSTOPped supervisor *and* COMMAND) for longer than the lease
 //! wakes up with COMMAND still running after etcd gave its slot away. Its
@@ -394,6 +401,29 @@ impl ClusterLease {
                 return Err(unavailable(e));
             }
         };
+        // A claim that took longer than a renewal period (a slow etcd)
+        // renews once before COMMAND may start, so that it does not start
+        // with its lease about to count as lost; etcd too slow even for
+        // that is unavailable.
+        let mut last_ok = granted_at;
+        if granted_at.elapsed() >= timing.renew_every() {
+            let sent = Instant::now();
+            match self.client.keepalive(id, granted_at + timing.lost_after()) {
+                Ok(ttl) if ttl > 0 => last_ok = sent,
+                answer => {
+                    let _ = self.client.revoke(id, short_deadline());
+                    let why = match answer {
+                        Err(e) => e.to_string(),
+                        Ok(_) => "the lease expired meanwhile".to_string(),
+                    };
+                    return Err(ClaimError::Unavailable(format!(
+                        "etcd answered too slowly: the claim took {:.1}s of a {}s lease, and renewing it failed ({why})",
+                        granted_at.elapsed().as_secs_f64(),
+                        timing.ttl().as_secs()
+                    )));
+                }
+            }
+        }
         self.lease_id = id;
         self.slot = slot;
         self.token = token;
@@ -410,7 +440,7 @@ impl ClusterLease {
         };
         let spawned = std::thread::Builder::new()
             .name("rdaemon-etcd".into())
-            .spawn(move || keeper.run(granted_at));
+            .spawn(move || keeper.run(last_ok));
         if let Err(e) = spawned {
             let _ = self.client.revoke(id, short_deadline());
             return Err(ClaimError::Unavailable(format!(
