@@ -194,16 +194,11 @@ impl StopSignals {
         let mut table = DISPOSITIONS.lock().unwrap_or_else(|e| e.into_inner());
         let before = current_action(sig)?;
         let cell = shared.signal_cell();
-        // SAFETY: the action is async-signal-safe: one compare-and-swap on
-        // an atomic kept alive by the action itself; no allocation, no lock.
+        // SAFETY: the action is async-signal-safe: a compare-and-swap on an
+        // atomic and, in the cell's owner only, getpid(2) and send(2) on a
+        // socket the action keeps alive; no allocation, no lock.
         let id = unsafe { signal_hook::low_level::register(sig, move || cell.record(sig)) }?;
         self.ids.push(id);
-        let waker = shared.signal_waker().map_err(|e| match e {
-            Error::Sys { source, .. } => source,
-            other => io::Error::other(other.to_string()),
-        })?;
-        self.ids
-            .push(signal_hook::low_level::pipe::register(sig, waker)?);
         let now = current_action(sig)?;
         match table.iter_mut().find(|d| d.sig == sig) {
             Some(d) => {

@@ -108,12 +108,19 @@ const MEMORY_EVERY: u64 = 1024;
 /// Forking: a child forked after `start()` inherits the lock (the slot
 /// stays held while it runs), but its `stop()` and drop change no file and
 /// release nothing, as FreeBSD's `pidfile_remove` rule says: only the
-/// process that called `start()` cleans up.
+/// process that called `start()` cleans up, and even it leaves the files
+/// in place while such a child still runs (see [`Daemon::stop`]). The
+/// child's stop token is its own: a stop there (a signal, a request) sets
+/// only the child's view, and never wakes the parent's descriptor; see
+/// [`StopToken`]'s `AsFd` for the descriptor in a child.
 #[derive(Debug)]
 pub struct Daemon {
     // The heartbeat's hot fields first.
     /// Why heartbeat() is false; `None` while it is true.
     reason: Option<StopReason>,
+    /// A stop recorded in the cell that no heartbeat has seen yet, as
+    /// [`Daemon::stop_reason`] found it (cleared by `start()`).
+    seen: std::cell::OnceCell<StopReason>,
     shared: Arc<Shared>,
     /// True heartbeats given in this run.
     answered: u64,
@@ -169,6 +176,7 @@ impl Daemon {
         let check_every = (b.lease / 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
         Ok(Daemon {
             reason: Some(StopReason::NotRunning),
+            seen: std::cell::OnceCell::new(),
             shared: Shared::new()?,
             answered: 0,
             check_at_count: u64::MAX,
@@ -233,7 +241,9 @@ impl Daemon {
         } else {
             None
         };
-        if self.ended {
+        // A cell made by another process (this one was forked after the
+        // Daemon was built) is not ours to wake or wait on: begin afresh.
+        if self.ended || !self.shared.owned_here() {
             self.shared = Shared::new()?;
             self.ended = false;
         }
@@ -283,6 +293,7 @@ impl Daemon {
         self.notifier = notifier;
         self.answered = 0;
         self.reason = None;
+        self.seen = std::cell::OnceCell::new();
         self.schedule(now);
         Ok(())
     }
@@ -504,10 +515,21 @@ impl Daemon {
         self.verify_slot(false)
     }
 
-    /// Why `heartbeat()` returned false, or `None` while it returns true.
-    /// For signals, the first stop signal that arrived.
+    /// Why `heartbeat()` returned false (or will return false at its next
+    /// call), or `None` while no stop is due. For signals, the first stop
+    /// signal that arrived. It also looks at the stop token's cell, so
+    /// after a wake-up through a [`StopToken`] (a signal, a request) it
+    /// names the reason before any heartbeat ran. Never blocks; an atomic
+    /// load.
     pub fn stop_reason(&self) -> Option<&StopReason> {
-        self.reason.as_ref()
+        if let Some(reason) = &self.reason {
+            return Some(reason);
+        }
+        if let Some(reason) = self.seen.get() {
+            return Some(reason);
+        }
+        let reason = reason_of(self.shared.code())?;
+        Some(self.seen.get_or_init(|| reason))
     }
 
     /// A handle other threads and event loops use to see and request a
@@ -571,11 +593,22 @@ impl Daemon {
     /// SIGTERM ends the process). A loop still running sees
     /// [`StopReason::Requested`].
     ///
+    /// Forked children: a process forked from this one after `start()`
+    /// shares the lock (one open file description), so while any such
+    /// process still runs the slot stays held whatever this process does.
+    /// `stop()` in the starter therefore looks for other holders of the
+    /// lock (a walk of `/proc`, a few milliseconds) and, if it finds any,
+    /// removes neither the PID file nor the state file: it only closes its
+    /// own descriptor and logs a warning. The slot then reads as orphaned
+    /// to `rdaemon --status`/`--check` (the PID file names this process,
+    /// not a holder), and `rdaemon --stop NAME` ends the holders.
+    /// In a forked child itself, `stop()` and drop change no file and
+    /// release nothing (the lock is the parent's too); they only give that
+    /// process's stop signals their earlier disposition back.
+    ///
     /// Does nothing before `start()` or when called twice. Tokens of the
     /// run that ended stay stopped; a token taken after `stop()` belongs to
-    /// the next `start()`. In a process
-    /// forked from the one that called `start()`, it changes no file and
-    /// releases nothing (the slot stays held until the starter stops).
+    /// the next `start()`.
     ///
     /// # Errors
     ///
@@ -602,12 +635,15 @@ impl Daemon {
         };
         self.ended = true;
         if !self.is_owner() {
-            // A forked child: the parent's files, lock, handlers and stop
-            // socket are not ours to touch. The inherited descriptor stays
-            // open (the lock belongs to the open file description the
-            // parent shares) until this process exits.
+            // A forked child: the parent's files, lock and stop socket are
+            // not ours to touch. The inherited descriptor stays open (the
+            // lock belongs to the open file description the parent shares)
+            // until this process exits. Signal dispositions are per
+            // process, though: give this process its own back.
             std::mem::forget(held);
-            self.signals = None;
+            if let Some(mut s) = self.signals.take() {
+                s.uninstall();
+            }
             self.notifier = None;
             self.reason.get_or_insert(StopReason::Requested);
             return Ok(());
@@ -623,7 +659,7 @@ impl Daemon {
         if let Some(lease) = self.cluster_lease.take() {
             lease.release();
         }
-        let released = held.release();
+        let released = release_unless_shared(held);
         if let Some(mut s) = self.signals.take() {
             s.uninstall();
         }
@@ -676,6 +712,29 @@ const _: () = {
     const fn send<T: Send + 'static>() {}
     send::<Daemon>();
 };
+
+/// Releases the slot at the starter's stop, unless processes forked from
+/// this one still hold its lock (they share the open file description):
+/// then the slot is still held, so its PID file and state file stay (the
+/// slot reads as orphaned to `--status`/`--check`, and `rdaemon --stop`
+/// ends those holders); only this process's descriptors are closed.
+fn release_unless_shared(held: HeldSlot) -> Result<()> {
+    let holders = crate::proc::find_lock_holders(held.id());
+    if holders.is_empty() {
+        return held.release();
+    }
+    log::warn!(
+        "{}: still locked by {} (forked from this process); leaving the slot's files in place",
+        held.path().display(),
+        holders
+            .iter()
+            .map(|p| format!("PID {p}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    held.close_keeping_files();
+    Ok(())
+}
 
 /// Undoes a take whose follow-up failed; the original error is the one
 /// worth reporting.
