@@ -128,6 +128,7 @@ fn role() {
         "child-signal" => child_signal_role(&dir),
         "child-waits" => child_waits_role(&dir),
         "child-drops" => child_drops_role(&dir),
+        "memory" => memory_role(&dir),
         other => panic!("unknown role {other}"),
     }
 }
@@ -311,6 +312,52 @@ fn child_drops_role(dir: &std::path::Path) {
     let killed_by = libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status));
     println!("child-killed-by={killed_by:?}");
     println!("parent heartbeat={}", d.heartbeat());
+    d.stop().unwrap();
+}
+
+/// The resident set size of this process, in bytes, from /proc/self/statm.
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    // SAFETY: sysconf(3) has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64;
+    pages * page
+}
+
+/// One job allocates (and touches) 256 KiB and keeps it; the memory
+/// ceiling, 64 MiB above the start, must stop the loop soon after it is
+/// passed.
+fn memory_role(dir: &std::path::Path) {
+    const JOB: usize = 256 << 10;
+    let limit = rss_bytes() + (64 << 20);
+    let mut d = builder(dir, "memory")
+        .memory_limit(limit)
+        .lease(std::time::Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    d.start().unwrap();
+    let mut kept: Vec<Vec<u8>> = Vec::new();
+    // A safety net: 4096 jobs are 1 GiB.
+    while kept.len() < 4096 && d.heartbeat() {
+        // One write per page makes it resident, fast even in a debug
+        // build (the ceiling is to be found by the job count, not by the
+        // once-a-second check).
+        let mut job = vec![0u8; JOB];
+        for byte in job.iter_mut().step_by(4096) {
+            *byte = 1;
+        }
+        kept.push(job);
+    }
+    let over = rss_bytes().saturating_sub(limit);
+    println!("reason={:?}", d.stop_reason().map(|r| r.to_string()));
+    println!(
+        "memory-stop={}",
+        matches!(
+            d.stop_reason(),
+            Some(rdaemon::StopReason::MemoryLimit { .. })
+        )
+    );
+    println!("over-mib={}", over >> 20);
     d.stop().unwrap();
 }
 
@@ -689,4 +736,20 @@ fn a_forked_child_that_dropped_the_daemon_dies_of_sigterm() {
         "{text}"
     );
     assert!(text.contains("parent heartbeat=true"), "{text}");
+}
+
+#[test]
+fn the_memory_ceiling_is_passed_by_at_most_64_jobs() {
+    let env = Env::new();
+    let out = play(&env, "memory");
+    let text = stdout(&out);
+    assert!(out.status.success(), "{out:?}");
+    assert!(text.contains("memory-stop=true"), "{text}");
+    let over: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("over-mib="))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no overshoot: {text}"));
+    // 64 jobs of 256 KiB are 16 MiB; before, 1024 jobs were 256 MiB.
+    assert!(over <= 24, "{over} MiB over the ceiling: {text}");
 }

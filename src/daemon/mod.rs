@@ -32,10 +32,13 @@ use crate::slot::{Attempt, HeldSlot};
 use crate::state::SlotState;
 
 /// How many true heartbeats may pass between two memory checks when a
-/// memory limit is set. A check is a `getrusage` (the peak RSS, a cheap
-/// filter) and, only once the peak passed the limit, a read of
-/// `/proc/self/statm`: well under a nanosecond per heartbeat at this rate.
-const MEMORY_EVERY: u64 = 1024;
+/// memory limit is set: the ceiling is overshot by at most what 64 jobs
+/// allocate. A check is a `getrusage` (the peak RSS, a cheap filter, a few
+/// nanoseconds per heartbeat at this rate) and, only once the peak passed
+/// the limit, a read of `/proc/self/statm` (a few microseconds: then about
+/// 50 ns per heartbeat, for a process that already came close to its
+/// ceiling).
+const MEMORY_EVERY: u64 = 64;
 
 /// One peer of a named daemon: after [`start`](Daemon::start), this process
 /// holds one of the name's slots (a locked PID file naming it) and is seen
@@ -136,6 +139,7 @@ pub struct Daemon {
     memory_limit: Option<u64>,
     max_jobs: Option<u64>,
     max_runtime: Option<Duration>,
+    stop_timeout: Option<Duration>,
     stop_signals: Vec<i32>,
     handle_signals: bool,
     sd_notify: bool,
@@ -188,10 +192,11 @@ impl Daemon {
             memory_limit: b.memory_limit,
             max_jobs: b.max_jobs,
             max_runtime: b.max_runtime,
+            stop_timeout: b.stop_timeout,
             stop_signals: b.stop_signals,
             handle_signals: b.handle_signals,
             sd_notify: b.sd_notify,
-            check_every_ns: check_every.as_nanos() as u64,
+            check_every_ns: nanos(check_every),
             held: None,
             owner: None,
             signals: None,
@@ -259,7 +264,10 @@ impl Daemon {
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .ok()
                 .map(|d| d.as_secs()),
-            lease_ms: Some(self.lease.as_millis() as u64),
+            lease_ms: Some(millis(self.lease)),
+            stop_timeout_ms: self.stop_timeout.map(millis),
+            phase: Some(crate::state::Phase::Running),
+            mode: Some(crate::state::HolderMode::Library),
             ..SlotState::default()
         };
         if let Err(e) = self.state.write(held.dir(), &self.name, held.index()) {
@@ -283,11 +291,11 @@ impl Daemon {
         self.signals = signals;
         self.verify_at_ns = now.saturating_add(self.check_every_ns);
         self.watchdog_at_ns = match notifier.as_ref().and_then(|n| n.watchdog_every) {
-            Some(every) => now.saturating_add(every.as_nanos() as u64),
+            Some(every) => now.saturating_add(nanos(every)),
             None => u64::MAX,
         };
         self.runtime_ends_ns = match self.max_runtime {
-            Some(limit) => now.saturating_add(limit.as_nanos() as u64),
+            Some(limit) => now.saturating_add(nanos(limit)),
             None => u64::MAX,
         };
         self.notifier = notifier;
@@ -367,10 +375,17 @@ impl Daemon {
     ///
     /// Cost: a few nanoseconds (an atomic load and a coarse clock read).
     /// About once per check interval (half the lease, at most a second) it
-    /// also verifies the PID file, records the heartbeat as the file's
-    /// mtime (for `--check --max-age`) and, under a service manager's
-    /// watchdog, sends WATCHDOG=1; with a memory limit it looks at the
-    /// resident memory within every 1024 calls. Never blocks; never panics.
+    /// also verifies the PID file (a few `fstatat` calls), records the
+    /// heartbeat as the file's mtime (for `--check --max-age`) and, under a
+    /// service manager's watchdog, sends WATCHDOG=1 (a datagram); with a
+    /// memory limit it asks `getrusage` for the peak RSS every 64 calls and
+    /// reads `/proc/self/statm` once that peak passed the limit.
+    ///
+    /// # Blocking
+    ///
+    /// Never waits for another process or a lock; only that little file
+    /// I/O once per check interval (local metadata calls on the PID
+    /// directory, normally microseconds). Never panics.
     #[inline]
     pub fn heartbeat(&mut self) -> bool {
         if self.reason.is_some() {
@@ -435,7 +450,7 @@ impl Daemon {
             && let Some(n) = &self.notifier
         {
             let every = n.watchdog_every.unwrap_or(Duration::from_secs(1));
-            self.watchdog_at_ns = now.saturating_add(every.as_nanos() as u64);
+            self.watchdog_at_ns = now.saturating_add(nanos(every));
             if let Err(e) = n.send("WATCHDOG=1") {
                 log::warn!("{e}");
             }
@@ -764,5 +779,18 @@ fn coarse_now_ns() -> u64 {
     // SAFETY: `ts` is a valid, writable timespec; the clock id is a
     // constant the kernel supports since 2.6.32.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-    (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
+    (ts.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec as u64)
+}
+
+/// `d` in nanoseconds, saturating at `u64::MAX` (about 584 years): a huge
+/// `max_runtime` or lease means "never", not a wrapped small number.
+pub(crate) fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// `d` in milliseconds, saturating at `u64::MAX`.
+pub(crate) fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
