@@ -129,6 +129,8 @@ fn role() {
         "child-waits" => child_waits_role(&dir),
         "child-drops" => child_drops_role(&dir),
         "memory" => memory_role(&dir),
+        "ignored-hup" => ignored_hup_role(&dir),
+        "foreign-action" => foreign_action_role(&dir),
         other => panic!("unknown role {other}"),
     }
 }
@@ -359,6 +361,36 @@ fn memory_role(dir: &std::path::Path) {
     );
     println!("over-mib={}", over >> 20);
     d.stop().unwrap();
+}
+
+/// SIGHUP ignored when start() runs (as under nohup) stays ignored: no stop
+/// signal for this run, and still ignored after stop().
+fn ignored_hup_role(dir: &std::path::Path) {
+    // SAFETY: signal(2) with SIG_IGN, before any thread of ours handles it.
+    unsafe { libc::signal(libc::SIGHUP, libc::SIG_IGN) };
+    let mut d = builder(dir, "nohup").build().unwrap();
+    d.start().unwrap();
+    // SAFETY: raise(3) has no preconditions.
+    unsafe { libc::raise(libc::SIGHUP) };
+    println!("heartbeat={}", d.heartbeat());
+    d.stop().unwrap();
+    // SAFETY: as above.
+    unsafe { libc::raise(libc::SIGHUP) };
+    println!("survived-hup");
+}
+
+/// Code registers its own SIGTERM action with signal-hook while the daemon
+/// runs; stop() must leave it working.
+fn foreign_action_role(dir: &std::path::Path) {
+    let mut d = builder(dir, "foreign").build().unwrap();
+    d.start().unwrap();
+    let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    signal_hook::flag::register(libc::SIGTERM, flag.clone()).unwrap();
+    d.stop().unwrap();
+    // SAFETY: raise(3) has no preconditions.
+    unsafe { libc::raise(libc::SIGTERM) };
+    let seen = flag.load(std::sync::atomic::Ordering::SeqCst);
+    println!("survived-term flag={seen}");
 }
 
 /// After stop(), SIGTERM must end the process as it would without rdaemon.
@@ -752,4 +784,23 @@ fn the_memory_ceiling_is_passed_by_at_most_64_jobs() {
         .unwrap_or_else(|| panic!("no overshoot: {text}"));
     // 64 jobs of 256 KiB are 16 MiB; before, 1024 jobs were 256 MiB.
     assert!(over <= 24, "{over} MiB over the ceiling: {text}");
+}
+
+#[test]
+fn a_stop_signal_ignored_at_start_stays_ignored() {
+    let env = Env::new();
+    let out = play(&env, "ignored-hup");
+    let text = stdout(&out);
+    assert!(out.status.success(), "{out:?}");
+    assert!(text.contains("heartbeat=true"), "{text}");
+    assert!(text.contains("survived-hup"), "{text}");
+}
+
+#[test]
+fn stop_leaves_signal_actions_registered_by_other_code_working() {
+    let env = Env::new();
+    let out = play(&env, "foreign-action");
+    let text = stdout(&out);
+    assert!(out.status.success(), "{out:?}");
+    assert!(text.contains("survived-term flag=true"), "{text}");
 }
