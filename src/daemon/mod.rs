@@ -82,7 +82,7 @@ const MEMORY_EVERY: u64 = 64;
 /// # async fn next_job() { std::future::pending::<()>().await }
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// # let dir = tempfile::tempdir()?;
-/// # let rt = tokio::runtime::Builder::new_current_thread().enable_io().build()?;
+/// # let rt = tokio::runtime::Builder::new_current_thread().enable_io().enable_time().build()?;
 /// # rt.block_on(async {
 /// use tokio::io::unix::AsyncFd;
 /// let mut daemon = rdaemon::Daemon::builder("api")
@@ -92,21 +92,35 @@ const MEMORY_EVERY: u64 = 64;
 /// // SAFETY: a StopToken's descriptor stays open, and the same, for as
 /// // long as the token lives.
 /// let stop = unsafe { AsyncFd::register(daemon.stop_token()) }?;
+/// // heartbeat() on a timer as well, not only after jobs: an idle worker
+/// // must still record its heartbeat (`rdaemon --check --max-age`), send
+/// // WATCHDOG=1 under a service manager's watchdog, and notice a lost
+/// // lock, the memory ceiling or the run-time limit, which only a
+/// // heartbeat finds (the token wakes for signals and requests).
+/// let mut tick = tokio::time::interval(daemon.lease() / 2);
 /// # daemon.stop_token().request();
 /// loop {
 ///     tokio::select! {
 ///         _ = stop.readable() => break, // SIGTERM, a request, ...
+///         _ = tick.tick() => {}
 ///         job = next_job() => serve(job).await,
 ///     }
 ///     if !daemon.heartbeat() {
 ///         break;
 ///     }
 /// }
+/// eprintln!("stopping: {}", daemon.stop_reason().unwrap());
 /// daemon.stop()?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// # })
 /// # }
 /// ```
+///
+/// Stopping from outside: `rdaemon --stop NAME` sends SIGTERM and waits
+/// for the slot to be released, then sends SIGKILL. A library peer gets
+/// the grace it publishes with [`Builder::stop_timeout`], or 10 s when it
+/// publishes none (independent of its lease), plus a 5 s margin; `--stop
+/// --timeout SECS` overrides both.
 ///
 /// Forking: a child forked after `start()` inherits the lock (the slot
 /// stays held while it runs), but its `stop()` and drop change no file and
@@ -232,8 +246,18 @@ impl Daemon {
     /// PID directory or slot path rdaemon will not use;
     /// [`ErrorKind::Io`](crate::ErrorKind::Io) naming the file or call
     /// that failed;
-    /// [`ErrorKind::State`](crate::ErrorKind::State) when already started.
+    /// [`ErrorKind::State`](crate::ErrorKind::State) when already started;
+    /// with `etcd()`, [`Error::ClusterBusy`] (kind
+    /// [`ErrorKind::Busy`](crate::ErrorKind::Busy)) when every fleet-wide
+    /// slot is held and [`Error::ClusterUnavailable`] (kind
+    /// [`ErrorKind::Io`](crate::ErrorKind::Io)) when etcd cannot be reached.
     /// A failed start holds no slot and leaves no file behind.
+    ///
+    /// # Signals
+    ///
+    /// Installs the stop signals' actions, except for a signal that is
+    /// ignored (SIG_IGN) at this moment, such as SIGHUP under `nohup`: it
+    /// stays ignored and does not stop this run.
     pub fn start(&mut self) -> Result<()> {
         if self.held.is_some() {
             return Err(Error::State(
@@ -554,10 +578,15 @@ impl Daemon {
         StopToken::new(Arc::clone(&self.shared))
     }
 
-    /// Sends READY=1 to `$NOTIFY_SOCKET` (systemd `Type=notify`, or
-    /// `rdaemon --notify`) and records readiness for `--status`. Does
-    /// nothing before `start()` or without `NOTIFY_SOCKET`. Never blocks
-    /// (a datagram).
+    /// Records readiness in the slot's state file (`ready=1`, shown by
+    /// `rdaemon --status`), with or without a service manager, and sends
+    /// READY=1 to `$NOTIFY_SOCKET` when it is set (systemd `Type=notify`,
+    /// or `rdaemon --notify`). Does nothing before `start()`.
+    ///
+    /// # Blocking
+    ///
+    /// A rewrite of the state file (a few system calls) and a datagram;
+    /// never waits for the service manager.
     ///
     /// # Errors
     ///
