@@ -91,9 +91,11 @@ impl Builder {
     }
 
     /// Makes `heartbeat()` false ([`StopReason::MemoryLimit`]) once this
-    /// process's resident memory exceeds `bytes`. Checked within every 64
-    /// heartbeats and on every periodic check, so the ceiling is passed by
-    /// at most what 64 jobs allocate. Must be greater than zero.
+    /// process's resident memory exceeds `bytes`. Checked on every periodic
+    /// check and every 64 to 1024 heartbeats: the interval shrinks as
+    /// memory grows toward the ceiling, so a worker that allocates steadily
+    /// passes it by at most what about 64 jobs allocate (a sudden burst
+    /// after a long flat stretch, by up to 1024 jobs' worth). Must be greater than zero.
     ///
     /// [`StopReason::MemoryLimit`]: crate::StopReason::MemoryLimit
     pub fn memory_limit(mut self, bytes: u64) -> Self {

@@ -32,13 +32,35 @@ use crate::slot::{Attempt, HeldSlot};
 use crate::state::SlotState;
 
 /// How many true heartbeats may pass between two memory checks when a
-/// memory limit is set: the ceiling is overshot by at most what 64 jobs
-/// allocate. A check is a `getrusage` (the peak RSS, a cheap filter, a few
-/// nanoseconds per heartbeat at this rate) and, only once the peak passed
-/// the limit, a read of `/proc/self/statm` (a few microseconds: then about
-/// 50 ns per heartbeat, for a process that already came close to its
-/// ceiling).
-const MEMORY_EVERY: u64 = 64;
+/// memory limit is set: at least [`MEMORY_EVERY_MIN`], at most
+/// [`MEMORY_EVERY_MAX`]. A check is a `getrusage` (the peak RSS, a cheap
+/// filter: a syscall of a microsecond or so) and, only once the peak
+/// passed the limit, a read of `/proc/self/statm` (a few microseconds).
+/// The interval adapts to the growth seen since the last check: half the
+/// heartbeats the headroom left would last at that rate, so a process that
+/// grows steadily is stopped within 64 jobs' allocations of the ceiling,
+/// and one whose memory stays flat pays a check only every 1024 calls.
+const MEMORY_EVERY_MIN: u64 = 64;
+/// See [`MEMORY_EVERY_MIN`].
+const MEMORY_EVERY_MAX: u64 = 1024;
+
+/// How many times this process forked (counted in the parent by a
+/// `pthread_atfork` hook installed by the first `start()`): a `stop()`
+/// looks for forked children that share its lock only if this grew since
+/// its `start()`.
+static FORKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+extern "C" fn count_fork() {
+    FORKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Installs the fork counter once; false if it could not be.
+fn count_forks() -> bool {
+    static INSTALLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    // SAFETY: pthread_atfork(3) with only a parent hook, a plain function
+    // that does one atomic add (async-signal-safe).
+    *INSTALLED.get_or_init(|| unsafe { libc::pthread_atfork(None, Some(count_fork), None) } == 0)
+}
 
 /// One peer of a named daemon: after [`start`](Daemon::start), this process
 /// holds one of the name's slots (a locked PID file naming it) and is seen
@@ -145,6 +167,14 @@ pub struct Daemon {
     check_at_count: u64,
     /// When the coarse clock reaches this, the time-based check runs.
     check_at_ns: u64,
+    /// Heartbeats between memory checks now, and what the last check saw
+    /// (bytes; the peak RSS, or the current one once the peak passed the
+    /// limit) at which `answered` count.
+    memory_every: u64,
+    memory_level: u64,
+    memory_checked_at: u64,
+    /// `FORKS` at start(); `None` when forks are not counted.
+    forks_at_start: Option<u64>,
 
     name: String,
     max_peers: u32,
@@ -199,6 +229,10 @@ impl Daemon {
             answered: 0,
             check_at_count: u64::MAX,
             check_at_ns: u64::MAX,
+            memory_every: MEMORY_EVERY_MIN,
+            memory_level: 0,
+            memory_checked_at: 0,
+            forks_at_start: None,
             name: b.name,
             max_peers: b.max_peers,
             pid_dir,
@@ -324,6 +358,11 @@ impl Daemon {
         };
         self.notifier = notifier;
         self.answered = 0;
+        self.memory_every = MEMORY_EVERY_MIN;
+        self.memory_level = 0;
+        self.memory_checked_at = 0;
+        self.forks_at_start =
+            count_forks().then(|| FORKS.load(std::sync::atomic::Ordering::Relaxed));
         self.reason = None;
         self.seen = std::cell::OnceCell::new();
         self.schedule(now);
@@ -402,8 +441,9 @@ impl Daemon {
     /// also verifies the PID file (a few `fstatat` calls), records the
     /// heartbeat as the file's mtime (for `--check --max-age`) and, under a
     /// service manager's watchdog, sends WATCHDOG=1 (a datagram); with a
-    /// memory limit it asks `getrusage` for the peak RSS every 64 calls and
-    /// reads `/proc/self/statm` once that peak passed the limit.
+    /// memory limit it asks `getrusage` for the peak RSS every 64 to 1024
+    /// calls (more often as memory grows toward the limit) and reads
+    /// `/proc/self/statm` once that peak passed the limit.
     ///
     /// # Blocking
     ///
@@ -491,7 +531,7 @@ impl Daemon {
     fn schedule(&mut self, now: u64) {
         let mut at = self.max_jobs.unwrap_or(u64::MAX);
         if self.memory_limit.is_some() {
-            at = at.min(self.answered.saturating_add(MEMORY_EVERY));
+            at = at.min(self.answered.saturating_add(self.memory_every));
         }
         self.check_at_count = at;
         self.check_at_ns = self
@@ -521,13 +561,31 @@ impl Daemon {
     /// The memory ceiling, if passed. `exact` reads the current RSS;
     /// otherwise the peak RSS (one cheap getrusage) is looked at first, and
     /// /proc only once the peak passed the limit.
-    fn memory_exceeded(&self, exact: bool) -> Option<StopReason> {
+    /// Also sets the next count-based memory check (see
+    /// [`MEMORY_EVERY_MIN`]).
+    fn memory_exceeded(&mut self, exact: bool) -> Option<StopReason> {
         let limit = self.memory_limit?;
-        if !exact && crate::memory::self_peak_rss().is_some_and(|peak| peak <= limit) {
-            return None;
-        }
-        let rss = crate::memory::self_rss()?;
-        (rss > limit).then_some(StopReason::MemoryLimit { rss, limit })
+        let peak = crate::memory::self_peak_rss();
+        let (level, verdict) = match peak {
+            Some(peak) if !exact && peak <= limit => (peak, None),
+            _ => match crate::memory::self_rss() {
+                Some(rss) => (
+                    rss,
+                    (rss > limit).then_some(StopReason::MemoryLimit { rss, limit }),
+                ),
+                None => (peak.unwrap_or(0), None),
+            },
+        };
+        let jobs = self.answered.saturating_sub(self.memory_checked_at).max(1);
+        let growth = level.saturating_sub(self.memory_level) / jobs;
+        let headroom = limit.saturating_sub(level);
+        self.memory_every = match headroom.checked_div(growth) {
+            Some(lasts) => (lasts / 2).clamp(MEMORY_EVERY_MIN, MEMORY_EVERY_MAX),
+            None => MEMORY_EVERY_MAX,
+        };
+        self.memory_level = level;
+        self.memory_checked_at = self.answered;
+        verdict
     }
 
     /// Runs the periodic check now, whatever the interval says (the CLI
@@ -641,7 +699,9 @@ impl Daemon {
     /// shares the lock (one open file description), so while any such
     /// process still runs the slot stays held whatever this process does.
     /// `stop()` in the starter therefore looks for other holders of the
-    /// lock (a walk of `/proc`, a few milliseconds) and, if it finds any,
+    /// lock when this process forked since `start()` (a walk of `/proc`, a
+    /// few milliseconds; fork(2) is counted by a `pthread_atfork` hook, so
+    /// a raw clone(2) goes unseen) and, if it finds any,
     /// removes neither the PID file nor the state file: it only closes its
     /// own descriptor and logs a warning. The slot then reads as orphaned
     /// to `rdaemon --status`/`--check` (the PID file names this process,
@@ -703,7 +763,15 @@ impl Daemon {
         if let Some(lease) = self.cluster_lease.take() {
             lease.release();
         }
-        let released = release_unless_shared(held);
+        let forked = match self.forks_at_start {
+            Some(at) => FORKS.load(std::sync::atomic::Ordering::Relaxed) != at,
+            None => true,
+        };
+        let released = if forked {
+            release_unless_shared(held)
+        } else {
+            held.release()
+        };
         if let Some(mut s) = self.signals.take() {
             s.uninstall();
         }
