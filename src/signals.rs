@@ -100,7 +100,8 @@ mod event_loop {
 
 /// How many signal-hook registrations rdaemon itself made (its actions and
 /// its probes), so that a stop can tell whether *other* code registered
-/// signal-hook actions since its start; guarded by [`REGISTER`].
+/// signal-hook actions since its start. Its lock is held around each
+/// registration it counts.
 static OURS: Mutex<u64> = Mutex::new(0);
 
 /// `signal_hook::low_level::register`, counted in [`OURS`].
