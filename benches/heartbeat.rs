@@ -10,11 +10,13 @@
 //!   PID file and touches its mtime, and that cost is included, spread over
 //!   the calls around it, exactly as a work loop would see it.
 //! - `heartbeat_limits`: the same with a memory ceiling and a job limit set:
-//!   every 1024 calls one of them also asks `getrusage` for the peak RSS
-//!   (and reads `/proc/self/statm` only once the peak passed the ceiling,
-//!   which a benchmark that keeps running never reaches).
+//!   every 64 to 1024 calls (1024 while memory stays flat, as here) one of
+//!   them also asks `getrusage` for the peak RSS (and reads
+//!   `/proc/self/statm` only once the peak passed the ceiling, which a
+//!   benchmark that keeps running never reaches).
 //! - `start_stop`: take a slot (create, lock, write the PID and state files)
-//!   and release it again.
+//!   and release it again (no fork in between, so no `/proc` walk for
+//!   children sharing the lock).
 //! - `check`: the in-process cost of `inspect::check`, the probe behind
 //!   `rdaemon --check`, over 1 and over 1024 held slots (no process start:
 //!   compare with `compare.sh`'s `--check` rows to see what exec and

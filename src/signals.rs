@@ -60,7 +60,7 @@ mod event_loop {
                 // with MSG_DONTWAIT on a socket it keeps alive, both
                 // async-signal-safe; it allocates nothing and takes no locks.
                 let id = unsafe {
-                    signal_hook::low_level::register(sig, move || {
+                    super::register_counted(sig, move || {
                         f.store(true, Ordering::SeqCst);
                         // A full socket already has a wake-up pending.
                         libc::send(w.as_raw_fd(), [0u8].as_ptr().cast(), 1, libc::MSG_DONTWAIT);
@@ -98,6 +98,57 @@ mod event_loop {
     }
 }
 
+/// How many signal-hook registrations rdaemon itself made (its actions and
+/// its probes), so that a stop can tell whether *other* code registered
+/// signal-hook actions since its start. Its lock is held around each
+/// registration it counts.
+static OURS: Mutex<u64> = Mutex::new(0);
+
+/// `signal_hook::low_level::register`, counted in [`OURS`].
+///
+/// # Safety
+///
+/// As `signal_hook::low_level::register`: `action` must be
+/// async-signal-safe.
+pub(crate) unsafe fn register_counted<F>(sig: i32, action: F) -> io::Result<SigId>
+where
+    F: Fn() + Sync + Send + 'static,
+{
+    let mut ours = OURS.lock().unwrap_or_else(|e| e.into_inner());
+    // SAFETY: the caller's promise, passed on.
+    let id = unsafe { signal_hook::low_level::register(sig, action) }?;
+    *ours += 1;
+    Ok(id)
+}
+
+/// Where signal-hook's registrations stand: the id a new registration
+/// gets (signal-hook numbers them from one process-wide counter) and how
+/// many of them were rdaemon's. `None` when the id cannot be read.
+fn registrations_mark(sig: i32) -> Option<(u128, u64)> {
+    let mut ours = OURS.lock().unwrap_or_else(|e| e.into_inner());
+    // SAFETY: the probe action does nothing.
+    let probe = unsafe { signal_hook::low_level::register(sig, || {}) }.ok()?;
+    signal_hook::low_level::unregister(probe);
+    *ours += 1;
+    // SigId's fields are private; its Debug form shows the action number
+    // ("SigId { signal: 15, action: ActionId(7) }").
+    let text = format!("{probe:?}");
+    let at = text.find("ActionId(")? + "ActionId(".len();
+    let number = text[at..].split(')').next()?.parse().ok()?;
+    Some((number, *ours))
+}
+
+/// Whether code other than rdaemon registered a signal-hook action (for
+/// any signal) between the two marks; true when unknown.
+fn foreign_registrations(since: Option<(u128, u64)>, now: Option<(u128, u64)>) -> bool {
+    match (since, now) {
+        (Some((id0, ours0)), Some((id1, ours1))) => {
+            id1.saturating_sub(id0) > u128::from(ours1.saturating_sub(ours0))
+        }
+        _ => true,
+    }
+}
+
 /// The signal `rdaemon --restart` sends a supervisor to ask for an in-place
 /// restart of COMMAND: `SIGRTMAX - 2` (62 with glibc and musl alike, so a
 /// CLI and a supervisor built against either agree). Whoever may send it
@@ -119,12 +170,14 @@ pub(crate) fn catchable(sig: i32) -> bool {
 
 /// The library's stop signals, installed for one run of a `Daemon`.
 ///
-/// Each signal gets two signal-hook actions, run in this order: record the
-/// signal as the first stop reason (a compare-and-swap), then
-/// signal-hook's pipe action makes the stop token's descriptor readable.
-/// [`StopSignals::uninstall`] removes them and gives each signal back the
-/// disposition it had before the first install (normally the default
-/// action), so that a later SIGTERM ends the process as usual.
+/// Each signal gets one signal-hook action: record the signal as the first
+/// stop reason (a compare-and-swap) and, in the process that owns the stop
+/// token's cell, make its descriptor readable. A signal that is ignored
+/// (SIG_IGN) when the run starts, such as SIGHUP under `nohup`, gets none
+/// and stays ignored. [`StopSignals::uninstall`] removes them and gives
+/// each signal back the disposition it had before the first install
+/// (normally the default action), so that a later SIGTERM ends the process
+/// as usual; see there for when it does not.
 ///
 /// signal-hook never takes its process-wide handler out of the kernel, and
 /// never puts it back either once it believes it installed it; so this
@@ -135,6 +188,8 @@ pub(crate) fn catchable(sig: i32) -> bool {
 pub(crate) struct StopSignals {
     signals: Vec<i32>,
     ids: Vec<SigId>,
+    /// Where signal-hook's registrations stood when the install finished.
+    mark: Option<(u128, u64)>,
 }
 
 /// Per signal: what was there before rdaemon, what signal-hook installed,
@@ -177,6 +232,7 @@ impl StopSignals {
         let mut installed = StopSignals {
             signals: Vec::new(),
             ids: Vec::new(),
+            mark: None,
         };
         for &sig in signals {
             if let Err(e) = installed.add(sig, shared) {
@@ -187,23 +243,27 @@ impl StopSignals {
                 });
             }
         }
+        installed.mark = installed
+            .signals
+            .first()
+            .and_then(|&sig| registrations_mark(sig));
         Ok(installed)
     }
 
     fn add(&mut self, sig: i32, shared: &Arc<Shared>) -> io::Result<()> {
         let mut table = DISPOSITIONS.lock().unwrap_or_else(|e| e.into_inner());
         let before = current_action(sig)?;
+        if before.sa_sigaction == libc::SIG_IGN {
+            // Ignored by whoever started us (SIGHUP under nohup): it stays
+            // ignored, and is no stop signal for this run.
+            return Ok(());
+        }
         let cell = shared.signal_cell();
-        // SAFETY: the action is async-signal-safe: one compare-and-swap on
-        // an atomic kept alive by the action itself; no allocation, no lock.
-        let id = unsafe { signal_hook::low_level::register(sig, move || cell.record(sig)) }?;
+        // SAFETY: the action is async-signal-safe: a compare-and-swap on an
+        // atomic and, in the cell's owner only, getpid(2) and send(2) on a
+        // socket the action keeps alive; no allocation, no lock.
+        let id = unsafe { register_counted(sig, move || cell.record(sig)) }?;
         self.ids.push(id);
-        let waker = shared.signal_waker().map_err(|e| match e {
-            Error::Sys { source, .. } => source,
-            other => io::Error::other(other.to_string()),
-        })?;
-        self.ids
-            .push(signal_hook::low_level::pipe::register(sig, waker)?);
         let now = current_action(sig)?;
         match table.iter_mut().find(|d| d.sig == sig) {
             Some(d) => {
@@ -227,24 +287,51 @@ impl StopSignals {
         Ok(())
     }
 
-    /// Removes the actions and, for every signal no other run still
-    /// handles, restores the disposition from before rdaemon's handler.
+    /// Removes this run's own actions and, for every signal no other run
+    /// still handles, restores the disposition from before rdaemon's
+    /// handler, unless that would take away someone else's handling:
+    ///
+    /// - signal-hook was there before us (the program registered its own
+    ///   actions before `start()`): its handler stays;
+    /// - the kernel's handler is no longer signal-hook's (the program
+    ///   called sigaction(2) itself since): it is left alone;
+    /// - code other than rdaemon registered a signal-hook action (tokio's
+    ///   signal streams, `signal_hook::flag`, ...) for any signal since the
+    ///   install: signal-hook cannot say for which, so its handler stays
+    ///   and those actions keep working; a signal with no action left is
+    ///   then caught and ignored rather than given its default action (a
+    ///   warning says so).
     pub(crate) fn uninstall(&mut self) {
         for id in self.ids.drain(..) {
             signal_hook::low_level::unregister(id);
         }
         let mut table = DISPOSITIONS.lock().unwrap_or_else(|e| e.into_inner());
+        let foreign = match self.signals.first() {
+            Some(&sig) => foreign_registrations(self.mark, registrations_mark(sig)),
+            None => false,
+        };
         for sig in self.signals.drain(..) {
             let Some(d) = table.iter_mut().find(|d| d.sig == sig) else {
                 continue;
             };
             d.runs = d.runs.saturating_sub(1);
-            // When signal-hook was there before us (the program has its own
-            // actions), its handler stays: those actions keep working.
-            if d.runs == 0
-                && d.before.sa_sigaction != d.hook.sa_sigaction
-                && let Err(e) = set_action(sig, &d.before)
-            {
+            if d.runs != 0 || d.before.sa_sigaction == d.hook.sa_sigaction {
+                continue;
+            }
+            let ours_in_kernel =
+                current_action(sig).is_ok_and(|now| now.sa_sigaction == d.hook.sa_sigaction);
+            if !ours_in_kernel {
+                continue;
+            }
+            if foreign {
+                log::warn!(
+                    "{} keeps signal-hook's handler: other code registered signal actions \
+                     while the daemon ran; without one of its own it is now ignored",
+                    crate::signal_name(sig)
+                );
+                continue;
+            }
+            if let Err(e) = set_action(sig, &d.before) {
                 log::warn!(
                     "cannot restore the action of {}: {e}",
                     crate::signal_name(sig)
@@ -257,6 +344,21 @@ impl StopSignals {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_foreign_signal_hook_registration_is_seen() {
+        let sig = libc::SIGRTMIN() + 3;
+        // The Debug form of SigId still shows the action number.
+        let before = registrations_mark(sig);
+        assert!(before.is_some());
+        // SAFETY: the action does nothing.
+        let id = unsafe { signal_hook::low_level::register(sig, || {}) }.unwrap();
+        signal_hook::low_level::unregister(id);
+        assert!(foreign_registrations(before, registrations_mark(sig)));
+        assert!(foreign_registrations(None, before));
+        let (id0, ours0) = before.unwrap();
+        assert!(!foreign_registrations(before, Some((id0 + 2, ours0 + 2))));
+    }
 
     #[test]
     fn only_catchable_signals_may_stop_a_daemon() {

@@ -183,6 +183,8 @@ pub struct HeldSlot {
     /// so that systemd-tmpfiles never ages the slot's files out of `/tmp`
     /// (see [`PidDir::hold_shared`]). `None` when it could not be taken.
     _dir_lock: Option<std::os::fd::OwnedFd>,
+    /// Set by [`HeldSlot::close_keeping_files`]: drop removes nothing.
+    keep_files: bool,
 }
 
 /// The outcome of trying one slot.
@@ -341,6 +343,7 @@ impl HeldSlot {
                 file,
                 id,
                 pid: None,
+                keep_files: false,
                 _dir_lock: dir
                     .hold_shared()
                     .inspect_err(|e| {
@@ -418,6 +421,18 @@ impl HeldSlot {
         &self.dir
     }
 
+    /// The PID file's identity (device and inode).
+    pub fn id(&self) -> FileId {
+        self.id
+    }
+
+    /// Closes this process's descriptors on the slot and removes no file:
+    /// for a slot whose lock other processes (children forked after the
+    /// take, sharing the open file description) still hold.
+    pub fn close_keeping_files(mut self) {
+        self.keep_files = true;
+    }
+
     /// The locked descriptor (for handing to a child).
     pub fn lock_fd(&self) -> BorrowedFd<'_> {
         self.file.as_fd()
@@ -487,6 +502,9 @@ impl HeldSlot {
 
 impl Drop for HeldSlot {
     fn drop(&mut self) {
+        if self.keep_files {
+            return;
+        }
         // `release()` consumed self and already removed the files; removing
         // again is harmless (ENOENT, or the path is no longer ours).
         if let Err(e) = self.remove_files() {

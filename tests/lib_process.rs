@@ -124,6 +124,13 @@ fn role() {
         "tokio" => tokio_role(&dir),
         "threads" => threads_role(&dir),
         "notify" => notify_role(&dir),
+        "fork-holds" => fork_holds_role(&dir),
+        "child-signal" => child_signal_role(&dir),
+        "child-waits" => child_waits_role(&dir),
+        "child-drops" => child_drops_role(&dir),
+        "memory" => memory_role(&dir),
+        "ignored-hup" => ignored_hup_role(&dir),
+        "foreign-action" => foreign_action_role(&dir),
         other => panic!("unknown role {other}"),
     }
 }
@@ -161,6 +168,229 @@ fn fork_role(dir: &std::path::Path) {
     println!("heartbeat={}", d.heartbeat());
     d.stop().unwrap();
     println!("file-after-stop={}", file.exists());
+}
+
+/// Forks; the child runs `body` and `_exit`s with 0 (unless `body` ends
+/// it). An `alarm` of a minute ends a child that would otherwise hang.
+fn fork_child(body: impl FnOnce()) -> i32 {
+    // SAFETY: the roles are single-threaded apart from the test harness's
+    // idle main thread; the child runs `body` and _exits.
+    match unsafe { libc::fork() } {
+        0 => {
+            // SAFETY: alarm(2) has no preconditions.
+            unsafe { libc::alarm(60) };
+            body();
+            // SAFETY: ends the child without running the parent's atexit
+            // handlers or flushing its stdio buffers twice.
+            unsafe { libc::_exit(0) }
+        }
+        -1 => panic!("fork failed"),
+        child => child,
+    }
+}
+
+/// Reaps `child`; its wait status.
+fn reap(child: i32) -> i32 {
+    let mut status = 0;
+    // SAFETY: waits for our own child; `status` is a valid out-pointer.
+    let r = unsafe { libc::waitpid(child, &mut status, 0) };
+    assert_eq!(r, child);
+    status
+}
+
+/// Whether the stop token's descriptor is readable right now.
+fn readable(token: &rdaemon::StopToken) -> bool {
+    use std::os::fd::AsFd;
+    let mut fds = [nix::poll::PollFd::new(
+        token.as_fd(),
+        nix::poll::PollFlags::POLLIN,
+    )];
+    nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO).unwrap() > 0
+}
+
+/// Points stdout and stderr at /dev/null, so that a child that outlives
+/// the role does not keep the test's pipes open.
+fn silence() {
+    let null = std::fs::File::options()
+        .write(true)
+        .open("/dev/null")
+        .unwrap();
+    use std::os::fd::AsRawFd;
+    // SAFETY: dup2(2) onto the standard descriptors, from one we own.
+    unsafe {
+        libc::dup2(null.as_raw_fd(), 1);
+        libc::dup2(null.as_raw_fd(), 2);
+    }
+}
+
+/// Starts with max_peers(1), forks a child that keeps running (holding the
+/// inherited lock), and stops. The slot must stay held: files in place,
+/// a second start refused.
+fn fork_holds_role(dir: &std::path::Path) {
+    let mut d = builder(dir, "held").max_peers(1).build().unwrap();
+    d.start().unwrap();
+    let file = d.pid_file().unwrap();
+    let child = fork_child(|| {
+        silence();
+        d.stop().unwrap();
+        loop {
+            // SAFETY: pause(2) has no preconditions; SIGTERM (default
+            // again after the drop) or the alarm ends the child.
+            unsafe { libc::pause() };
+        }
+    });
+    println!("child={child}");
+    d.stop().unwrap();
+    println!("file-after-stop={}", file.exists());
+    let mut second = builder(dir, "held").max_peers(1).build().unwrap();
+    println!("second-start-ok={}", second.start().is_ok());
+}
+
+/// A child forked after start() receives stop signals; the parent's token
+/// descriptor must not become readable (the parent was not stopped).
+fn child_signal_role(dir: &std::path::Path) {
+    let mut d = builder(dir, "childsig").build().unwrap();
+    d.start().unwrap();
+    let token = d.stop_token();
+    let child = fork_child(|| {
+        // SAFETY: raise(3) has no preconditions; both are stop signals
+        // whose (inherited) actions run in this child.
+        unsafe {
+            libc::raise(libc::SIGHUP);
+            libc::raise(libc::SIGTERM);
+        }
+    });
+    let status = reap(child);
+    println!("child-exited={}", libc::WIFEXITED(status));
+    println!("parent-readable={}", readable(&token));
+    println!("parent-stopped={}", token.is_stopped());
+    println!("heartbeat={}", d.heartbeat());
+    // SAFETY: raise(3) has no preconditions; SIGTERM is caught.
+    unsafe { libc::raise(libc::SIGTERM) };
+    println!("own-term readable={}", readable(&token));
+    println!("reason-before-heartbeat={:?}", d.stop_reason());
+    println!("after heartbeat={}", d.heartbeat());
+    d.stop().unwrap();
+}
+
+/// A child waits on its copy of the token in a loop while the parent gets
+/// SIGTERM: the parent's descriptor must stay readable.
+fn child_waits_role(dir: &std::path::Path) {
+    use std::io::{Read, Write};
+    let mut d = builder(dir, "childwait").build().unwrap();
+    d.start().unwrap();
+    let token = d.stop_token();
+    let (mut go, mut go_rx) = std::os::unix::net::UnixStream::pair().unwrap();
+    let child = fork_child(|| {
+        let mut byte = [0u8];
+        go_rx.read_exact(&mut byte).unwrap();
+        // The parent's stop is pending on the shared socket now.
+        for _ in 0..3 {
+            token.wait_timeout(std::time::Duration::from_millis(50));
+        }
+    });
+    // SAFETY: raise(3) has no preconditions; SIGTERM is caught.
+    unsafe { libc::raise(libc::SIGTERM) };
+    println!("readable-before={}", readable(&token));
+    go.write_all(&[1]).unwrap();
+    let status = reap(child);
+    println!("child-exited={}", libc::WIFEXITED(status));
+    println!("readable-after={}", readable(&token));
+    println!("woken={}", token.wait_timeout(std::time::Duration::ZERO));
+    d.stop().unwrap();
+}
+
+/// A child drops its copy of the Daemon, then gets SIGTERM: it must die of
+/// it (the default action is back in the child).
+fn child_drops_role(dir: &std::path::Path) {
+    let mut d = builder(dir, "childdrop").build().unwrap();
+    d.start().unwrap();
+    let child = fork_child(|| {
+        d.stop().unwrap();
+        // SAFETY: raise(3) has no preconditions.
+        unsafe { libc::raise(libc::SIGTERM) };
+    });
+    let status = reap(child);
+    let killed_by = libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status));
+    println!("child-killed-by={killed_by:?}");
+    println!("parent heartbeat={}", d.heartbeat());
+    d.stop().unwrap();
+}
+
+/// The resident set size of this process, in bytes, from /proc/self/statm.
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    // SAFETY: sysconf(3) has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64;
+    pages * page
+}
+
+/// One job allocates (and touches) 256 KiB and keeps it; the memory
+/// ceiling, 64 MiB above the start, must stop the loop soon after it is
+/// passed.
+fn memory_role(dir: &std::path::Path) {
+    const JOB: usize = 256 << 10;
+    let limit = rss_bytes() + (64 << 20);
+    let mut d = builder(dir, "memory")
+        .memory_limit(limit)
+        .lease(std::time::Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    d.start().unwrap();
+    let mut kept: Vec<Vec<u8>> = Vec::new();
+    // A safety net: 4096 jobs are 1 GiB.
+    while kept.len() < 4096 && d.heartbeat() {
+        // One write per page makes it resident, fast even in a debug
+        // build (the ceiling is to be found by the job count, not by the
+        // once-a-second check).
+        let mut job = vec![0u8; JOB];
+        for byte in job.iter_mut().step_by(4096) {
+            *byte = 1;
+        }
+        kept.push(job);
+    }
+    let over = rss_bytes().saturating_sub(limit);
+    println!("reason={:?}", d.stop_reason().map(|r| r.to_string()));
+    println!(
+        "memory-stop={}",
+        matches!(
+            d.stop_reason(),
+            Some(rdaemon::StopReason::MemoryLimit { .. })
+        )
+    );
+    println!("over-mib={}", over >> 20);
+    d.stop().unwrap();
+}
+
+/// SIGHUP ignored when start() runs (as under nohup) stays ignored: no stop
+/// signal for this run, and still ignored after stop().
+fn ignored_hup_role(dir: &std::path::Path) {
+    // SAFETY: signal(2) with SIG_IGN, before any thread of ours handles it.
+    unsafe { libc::signal(libc::SIGHUP, libc::SIG_IGN) };
+    let mut d = builder(dir, "nohup").build().unwrap();
+    d.start().unwrap();
+    // SAFETY: raise(3) has no preconditions.
+    unsafe { libc::raise(libc::SIGHUP) };
+    println!("heartbeat={}", d.heartbeat());
+    d.stop().unwrap();
+    // SAFETY: as above.
+    unsafe { libc::raise(libc::SIGHUP) };
+    println!("survived-hup");
+}
+
+/// Code registers its own SIGTERM action with signal-hook while the daemon
+/// runs; stop() must leave it working.
+fn foreign_action_role(dir: &std::path::Path) {
+    let mut d = builder(dir, "foreign").build().unwrap();
+    d.start().unwrap();
+    let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    signal_hook::flag::register(libc::SIGTERM, flag.clone()).unwrap();
+    d.stop().unwrap();
+    // SAFETY: raise(3) has no preconditions.
+    unsafe { libc::raise(libc::SIGTERM) };
+    let seen = flag.load(std::sync::atomic::Ordering::SeqCst);
+    println!("survived-term flag={seen}");
 }
 
 /// After stop(), SIGTERM must end the process as it would without rdaemon.
@@ -470,4 +700,107 @@ fn without_notify_socket_notify_calls_do_nothing_but_status_shows_the_text() {
         shown.and_then(|t| t.as_str().map(String::from)).as_deref(),
         Some("3 jobs done")
     );
+}
+
+#[test]
+fn a_child_forked_after_start_keeps_the_slot_held_after_the_starter_stops() {
+    let env = Env::new();
+    let out = play(&env, "fork-holds");
+    let text = stdout(&out);
+    assert!(out.status.success(), "{out:?}");
+    let child: i32 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("child="))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no child PID: {text}"));
+    let alive_then = alive(child);
+    // The real CLI ends the holders of the orphaned slot, whatever else
+    // fails below.
+    let check = env.check("held");
+    let stop = env.run(["--stop", "held", "--timeout", "30"]);
+    wait_until("the forked child ends", || !alive(child));
+    assert!(alive_then, "the child died early: {text}");
+    assert!(text.contains("file-after-stop=true"), "{text}");
+    assert!(text.contains("second-start-ok=false"), "no N+1: {text}");
+    assert_eq!(check, 150, "orphaned while the child holds the lock");
+    assert_eq!(stop.status.code(), Some(0), "{stop:?}");
+    assert_eq!(env.check("held"), 3);
+}
+
+#[test]
+fn a_stop_signal_in_a_forked_child_does_not_wake_the_parents_token() {
+    let env = Env::new();
+    let out = play(&env, "child-signal");
+    let text = stdout(&out);
+    assert!(out.status.success(), "{out:?}");
+    assert!(text.contains("child-exited=true"), "{text}");
+    assert!(text.contains("parent-readable=false"), "{text}");
+    assert!(text.contains("parent-stopped=false"), "{text}");
+    assert!(text.contains("heartbeat=true"), "{text}");
+    assert!(text.contains("own-term readable=true"), "{text}");
+    assert!(
+        text.contains("reason-before-heartbeat=Some(Signal(15))"),
+        "{text}"
+    );
+    assert!(text.contains("after heartbeat=false"), "{text}");
+}
+
+#[test]
+fn a_forked_child_waiting_on_its_token_leaves_the_parents_wakeup_alone() {
+    let env = Env::new();
+    let out = play(&env, "child-waits");
+    let text = stdout(&out);
+    assert!(out.status.success(), "{out:?}");
+    assert!(text.contains("readable-before=true"), "{text}");
+    assert!(text.contains("child-exited=true"), "{text}");
+    assert!(text.contains("readable-after=true"), "{text}");
+    assert!(text.contains("woken=true"), "{text}");
+}
+
+#[test]
+fn a_forked_child_that_dropped_the_daemon_dies_of_sigterm() {
+    let env = Env::new();
+    let out = play(&env, "child-drops");
+    let text = stdout(&out);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        text.contains(&format!("child-killed-by=Some({})", libc::SIGTERM)),
+        "{text}"
+    );
+    assert!(text.contains("parent heartbeat=true"), "{text}");
+}
+
+#[test]
+fn the_memory_ceiling_is_passed_by_at_most_64_jobs() {
+    let env = Env::new();
+    let out = play(&env, "memory");
+    let text = stdout(&out);
+    assert!(out.status.success(), "{out:?}");
+    assert!(text.contains("memory-stop=true"), "{text}");
+    let over: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("over-mib="))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no overshoot: {text}"));
+    // 64 jobs of 256 KiB are 16 MiB; before, 1024 jobs were 256 MiB.
+    assert!(over <= 24, "{over} MiB over the ceiling: {text}");
+}
+
+#[test]
+fn a_stop_signal_ignored_at_start_stays_ignored() {
+    let env = Env::new();
+    let out = play(&env, "ignored-hup");
+    let text = stdout(&out);
+    assert!(out.status.success(), "{out:?}");
+    assert!(text.contains("heartbeat=true"), "{text}");
+    assert!(text.contains("survived-hup"), "{text}");
+}
+
+#[test]
+fn stop_leaves_signal_actions_registered_by_other_code_working() {
+    let env = Env::new();
+    let out = play(&env, "foreign-action");
+    let text = stdout(&out);
+    assert!(out.status.success(), "{out:?}");
+    assert!(text.contains("survived-term flag=true"), "{text}");
 }

@@ -222,3 +222,73 @@ fn a_failed_start_holds_no_slot_and_leaves_no_file() {
     d.start().unwrap();
     assert_eq!(env.check("failed"), 0);
 }
+
+#[test]
+fn the_state_file_says_library_running_and_the_stop_timeout() {
+    let env = Env::new();
+    let mut d = Daemon::builder("published")
+        .pid_dir(&env.pid_dir)
+        .handle_signals(false)
+        .stop_timeout(Duration::from_secs(42))
+        .build()
+        .unwrap();
+    d.start().unwrap();
+    let state = std::fs::read_to_string(env.pid_dir.join("published.1.state")).unwrap();
+    let lines: Vec<&str> = state.lines().collect();
+    for want in ["mode=library", "phase=running", "stop_timeout_ms=42000"] {
+        assert!(lines.contains(&want), "{want} missing: {state}");
+    }
+    d.stop().unwrap();
+    assert!(
+        Daemon::builder("published")
+            .stop_timeout(Duration::ZERO)
+            .build()
+            .is_err()
+    );
+}
+
+#[test]
+fn huge_durations_saturate_instead_of_wrapping() {
+    let env = Env::new();
+    // 18_446_744_074 s in nanoseconds wraps a u64 to about 0.29 s.
+    let huge = Duration::from_secs(18_446_744_074);
+    let mut d = Daemon::builder("huge")
+        .pid_dir(&env.pid_dir)
+        .handle_signals(false)
+        .lease(Duration::MAX)
+        .max_runtime(huge)
+        .stop_timeout(Duration::MAX)
+        .build()
+        .unwrap();
+    d.start().unwrap();
+    let state = std::fs::read_to_string(env.pid_dir.join("huge.1.state")).unwrap();
+    let lines: Vec<&str> = state.lines().collect();
+    let max = format!("lease_ms={}", u64::MAX);
+    assert!(lines.contains(&max.as_str()), "{state}");
+    // Past the wrapped run-time limit, the loop still runs.
+    let began = std::time::Instant::now();
+    while began.elapsed() < Duration::from_secs(1) {
+        assert!(d.heartbeat(), "stopped: {:?}", d.stop_reason());
+        std::thread::yield_now();
+    }
+    d.stop().unwrap();
+}
+
+#[test]
+fn stop_reason_names_a_token_stop_before_any_heartbeat() {
+    let env = Env::new();
+    let mut d = daemon(&env, "reason", 1);
+    d.start().unwrap();
+    assert_eq!(d.stop_reason(), None);
+    let token = d.stop_token();
+    token.request();
+    assert!(token.wait_timeout(Duration::ZERO));
+    assert_eq!(d.stop_reason(), Some(&StopReason::Requested));
+    assert!(!d.heartbeat());
+    assert_eq!(d.stop_reason(), Some(&StopReason::Requested));
+    d.stop().unwrap();
+    // A new run starts without a reason.
+    d.start().unwrap();
+    assert_eq!(d.stop_reason(), None);
+    d.stop().unwrap();
+}

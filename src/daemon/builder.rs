@@ -27,6 +27,7 @@ pub struct Builder {
     pub(super) memory_limit: Option<u64>,
     pub(super) max_jobs: Option<u64>,
     pub(super) max_runtime: Option<Duration>,
+    pub(super) stop_timeout: Option<Duration>,
     pub(super) stop_signals: Vec<i32>,
     pub(super) handle_signals: bool,
     pub(super) sd_notify: bool,
@@ -45,6 +46,7 @@ impl Builder {
             memory_limit: None,
             max_jobs: None,
             max_runtime: None,
+            stop_timeout: None,
             stop_signals: DEFAULT_STOP_SIGNALS.to_vec(),
             handle_signals: true,
             sd_notify: true,
@@ -83,14 +85,17 @@ impl Builder {
     }
 
     /// The old name of [`Builder::lease`].
-    #[deprecated(since = "1.0.0", note = "renamed to `lease`")]
+    #[deprecated(since = "0.2.0", note = "renamed to `lease`")]
     pub fn timeout(self, lease: Duration) -> Self {
         self.lease(lease)
     }
 
     /// Makes `heartbeat()` false ([`StopReason::MemoryLimit`]) once this
-    /// process's resident memory exceeds `bytes`. Checked within every 1024
-    /// heartbeats and on every periodic check. Must be greater than zero.
+    /// process's resident memory exceeds `bytes`. Checked on every periodic
+    /// check and every 64 to 1024 heartbeats: the interval shrinks as
+    /// memory grows toward the ceiling, so a worker that allocates steadily
+    /// passes it by at most what about 64 jobs allocate (a sudden burst
+    /// after a long flat stretch, by up to 1024 jobs' worth). Must be greater than zero.
     ///
     /// [`StopReason::MemoryLimit`]: crate::StopReason::MemoryLimit
     pub fn memory_limit(mut self, bytes: u64) -> Self {
@@ -117,6 +122,17 @@ impl Builder {
     /// [`StopReason::TimeLimit`]: crate::StopReason::TimeLimit
     pub fn max_runtime(mut self, limit: Duration) -> Self {
         self.max_runtime = Some(limit);
+        self
+    }
+
+    /// How long this program needs to wind down after a stop signal:
+    /// published as `stop_timeout_ms` in the slot's state file, so that
+    /// `rdaemon --stop NAME` (without `--timeout`) waits this long plus a
+    /// 5 s margin before it sends SIGKILL. Without it, `--stop` gives a
+    /// library peer 10 s plus the margin, whatever its lease. Whole
+    /// milliseconds; huge values saturate. Must be greater than zero.
+    pub fn stop_timeout(mut self, timeout: Duration) -> Self {
+        self.stop_timeout = Some(timeout);
         self
     }
 
@@ -191,7 +207,8 @@ impl Builder {
     ///
     /// [`ErrorKind::Usage`](crate::ErrorKind::Usage) for a name that breaks
     /// the naming rules, `max_peers` outside 1 to 65536, an empty
-    /// `pid_dir`, a zero lease, memory limit, job limit or run-time limit,
+    /// `pid_dir`, a zero lease, memory limit, job limit, run-time limit or
+    /// stop timeout,
     /// or a stop signal that cannot be caught;
     /// [`ErrorKind::Io`](crate::ErrorKind::Io) when the socket pair cannot
     /// be created (out of descriptors).
@@ -219,6 +236,9 @@ impl Builder {
         }
         if self.max_jobs == Some(0) {
             return usage("the job limit must be greater than zero".into());
+        }
+        if self.stop_timeout.is_some_and(|d| d.is_zero()) {
+            return usage("the stop timeout must be greater than zero".into());
         }
         if self.max_runtime.is_some_and(|d| d.is_zero()) {
             return usage("the run-time limit must be greater than zero".into());

@@ -32,10 +32,35 @@ use crate::slot::{Attempt, HeldSlot};
 use crate::state::SlotState;
 
 /// How many true heartbeats may pass between two memory checks when a
-/// memory limit is set. A check is a `getrusage` (the peak RSS, a cheap
-/// filter) and, only once the peak passed the limit, a read of
-/// `/proc/self/statm`: well under a nanosecond per heartbeat at this rate.
-const MEMORY_EVERY: u64 = 1024;
+/// memory limit is set: at least [`MEMORY_EVERY_MIN`], at most
+/// [`MEMORY_EVERY_MAX`]. A check is a `getrusage` (the peak RSS, a cheap
+/// filter: a syscall of a microsecond or so) and, only once the peak
+/// passed the limit, a read of `/proc/self/statm` (a few microseconds).
+/// The interval adapts to the growth seen since the last check: half the
+/// heartbeats the headroom left would last at that rate, so a process that
+/// grows steadily is stopped within 64 jobs' allocations of the ceiling,
+/// and one whose memory stays flat pays a check only every 1024 calls.
+const MEMORY_EVERY_MIN: u64 = 64;
+/// See [`MEMORY_EVERY_MIN`].
+const MEMORY_EVERY_MAX: u64 = 1024;
+
+/// How many times this process forked (counted in the parent by a
+/// `pthread_atfork` hook installed by the first `start()`): a `stop()`
+/// looks for forked children that share its lock only if this grew since
+/// its `start()`.
+static FORKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+extern "C" fn count_fork() {
+    FORKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Installs the fork counter once; false if it could not be.
+fn count_forks() -> bool {
+    static INSTALLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    // SAFETY: pthread_atfork(3) with only a parent hook, a plain function
+    // that does one atomic add (async-signal-safe).
+    *INSTALLED.get_or_init(|| unsafe { libc::pthread_atfork(None, Some(count_fork), None) } == 0)
+}
 
 /// One peer of a named daemon: after [`start`](Daemon::start), this process
 /// holds one of the name's slots (a locked PID file naming it) and is seen
@@ -79,7 +104,7 @@ const MEMORY_EVERY: u64 = 1024;
 /// # async fn next_job() { std::future::pending::<()>().await }
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// # let dir = tempfile::tempdir()?;
-/// # let rt = tokio::runtime::Builder::new_current_thread().enable_io().build()?;
+/// # let rt = tokio::runtime::Builder::new_current_thread().enable_io().enable_time().build()?;
 /// # rt.block_on(async {
 /// use tokio::io::unix::AsyncFd;
 /// let mut daemon = rdaemon::Daemon::builder("api")
@@ -89,31 +114,52 @@ const MEMORY_EVERY: u64 = 1024;
 /// // SAFETY: a StopToken's descriptor stays open, and the same, for as
 /// // long as the token lives.
 /// let stop = unsafe { AsyncFd::register(daemon.stop_token()) }?;
+/// // heartbeat() on a timer as well, not only after jobs: an idle worker
+/// // must still record its heartbeat (`rdaemon --check --max-age`), send
+/// // WATCHDOG=1 under a service manager's watchdog, and notice a lost
+/// // lock, the memory ceiling or the run-time limit, which only a
+/// // heartbeat finds (the token wakes for signals and requests).
+/// let mut tick = tokio::time::interval(daemon.lease() / 2);
 /// # daemon.stop_token().request();
 /// loop {
 ///     tokio::select! {
 ///         _ = stop.readable() => break, // SIGTERM, a request, ...
+///         _ = tick.tick() => {}
 ///         job = next_job() => serve(job).await,
 ///     }
 ///     if !daemon.heartbeat() {
 ///         break;
 ///     }
 /// }
+/// eprintln!("stopping: {}", daemon.stop_reason().unwrap());
 /// daemon.stop()?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// # })
 /// # }
 /// ```
 ///
+/// Stopping from outside: `rdaemon --stop NAME` sends SIGTERM and waits
+/// for the slot to be released, then sends SIGKILL. A library peer gets
+/// the grace it publishes with [`Builder::stop_timeout`], or 10 s when it
+/// publishes none (independent of its lease), plus a 5 s margin; `--stop
+/// --timeout SECS` overrides both.
+///
 /// Forking: a child forked after `start()` inherits the lock (the slot
 /// stays held while it runs), but its `stop()` and drop change no file and
 /// release nothing, as FreeBSD's `pidfile_remove` rule says: only the
-/// process that called `start()` cleans up.
+/// process that called `start()` cleans up, and even it leaves the files
+/// in place while such a child still runs (see [`Daemon::stop`]). The
+/// child's stop token is its own: a stop there (a signal, a request) sets
+/// only the child's view, and never wakes the parent's descriptor; see
+/// [`StopToken`]'s `AsFd` for the descriptor in a child.
 #[derive(Debug)]
 pub struct Daemon {
     // The heartbeat's hot fields first.
     /// Why heartbeat() is false; `None` while it is true.
     reason: Option<StopReason>,
+    /// A stop recorded in the cell that no heartbeat has seen yet, as
+    /// [`Daemon::stop_reason`] found it (cleared by `start()`).
+    seen: std::cell::OnceCell<StopReason>,
     shared: Arc<Shared>,
     /// True heartbeats given in this run.
     answered: u64,
@@ -121,6 +167,14 @@ pub struct Daemon {
     check_at_count: u64,
     /// When the coarse clock reaches this, the time-based check runs.
     check_at_ns: u64,
+    /// Heartbeats between memory checks now, and what the last check saw
+    /// (bytes; the peak RSS, or the current one once the peak passed the
+    /// limit) at which `answered` count.
+    memory_every: u64,
+    memory_level: u64,
+    memory_checked_at: u64,
+    /// `FORKS` at start(); `None` when forks are not counted.
+    forks_at_start: Option<u64>,
 
     name: String,
     max_peers: u32,
@@ -129,6 +183,7 @@ pub struct Daemon {
     memory_limit: Option<u64>,
     max_jobs: Option<u64>,
     max_runtime: Option<Duration>,
+    stop_timeout: Option<Duration>,
     stop_signals: Vec<i32>,
     handle_signals: bool,
     sd_notify: bool,
@@ -169,10 +224,15 @@ impl Daemon {
         let check_every = (b.lease / 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
         Ok(Daemon {
             reason: Some(StopReason::NotRunning),
+            seen: std::cell::OnceCell::new(),
             shared: Shared::new()?,
             answered: 0,
             check_at_count: u64::MAX,
             check_at_ns: u64::MAX,
+            memory_every: MEMORY_EVERY_MIN,
+            memory_level: 0,
+            memory_checked_at: 0,
+            forks_at_start: None,
             name: b.name,
             max_peers: b.max_peers,
             pid_dir,
@@ -180,10 +240,11 @@ impl Daemon {
             memory_limit: b.memory_limit,
             max_jobs: b.max_jobs,
             max_runtime: b.max_runtime,
+            stop_timeout: b.stop_timeout,
             stop_signals: b.stop_signals,
             handle_signals: b.handle_signals,
             sd_notify: b.sd_notify,
-            check_every_ns: check_every.as_nanos() as u64,
+            check_every_ns: nanos(check_every),
             held: None,
             owner: None,
             signals: None,
@@ -219,8 +280,18 @@ impl Daemon {
     /// PID directory or slot path rdaemon will not use;
     /// [`ErrorKind::Io`](crate::ErrorKind::Io) naming the file or call
     /// that failed;
-    /// [`ErrorKind::State`](crate::ErrorKind::State) when already started.
+    /// [`ErrorKind::State`](crate::ErrorKind::State) when already started;
+    /// with `etcd()`, [`Error::ClusterBusy`] (kind
+    /// [`ErrorKind::Busy`](crate::ErrorKind::Busy)) when every fleet-wide
+    /// slot is held and [`Error::ClusterUnavailable`] (kind
+    /// [`ErrorKind::Io`](crate::ErrorKind::Io)) when etcd cannot be reached.
     /// A failed start holds no slot and leaves no file behind.
+    ///
+    /// # Signals
+    ///
+    /// Installs the stop signals' actions, except for a signal that is
+    /// ignored (SIG_IGN) at this moment, such as SIGHUP under `nohup`: it
+    /// stays ignored and does not stop this run.
     pub fn start(&mut self) -> Result<()> {
         if self.held.is_some() {
             return Err(Error::State(
@@ -233,7 +304,9 @@ impl Daemon {
         } else {
             None
         };
-        if self.ended {
+        // A cell made by another process (this one was forked after the
+        // Daemon was built) is not ours to wake or wait on: begin afresh.
+        if self.ended || !self.shared.owned_here() {
             self.shared = Shared::new()?;
             self.ended = false;
         }
@@ -249,7 +322,10 @@ impl Daemon {
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .ok()
                 .map(|d| d.as_secs()),
-            lease_ms: Some(self.lease.as_millis() as u64),
+            lease_ms: Some(millis(self.lease)),
+            stop_timeout_ms: self.stop_timeout.map(millis),
+            phase: Some(crate::state::Phase::Running),
+            mode: Some(crate::state::HolderMode::Library),
             ..SlotState::default()
         };
         if let Err(e) = self.state.write(held.dir(), &self.name, held.index()) {
@@ -273,16 +349,22 @@ impl Daemon {
         self.signals = signals;
         self.verify_at_ns = now.saturating_add(self.check_every_ns);
         self.watchdog_at_ns = match notifier.as_ref().and_then(|n| n.watchdog_every) {
-            Some(every) => now.saturating_add(every.as_nanos() as u64),
+            Some(every) => now.saturating_add(nanos(every)),
             None => u64::MAX,
         };
         self.runtime_ends_ns = match self.max_runtime {
-            Some(limit) => now.saturating_add(limit.as_nanos() as u64),
+            Some(limit) => now.saturating_add(nanos(limit)),
             None => u64::MAX,
         };
         self.notifier = notifier;
         self.answered = 0;
+        self.memory_every = MEMORY_EVERY_MIN;
+        self.memory_level = 0;
+        self.memory_checked_at = 0;
+        self.forks_at_start =
+            count_forks().then(|| FORKS.load(std::sync::atomic::Ordering::Relaxed));
         self.reason = None;
+        self.seen = std::cell::OnceCell::new();
         self.schedule(now);
         Ok(())
     }
@@ -356,10 +438,18 @@ impl Daemon {
     ///
     /// Cost: a few nanoseconds (an atomic load and a coarse clock read).
     /// About once per check interval (half the lease, at most a second) it
-    /// also verifies the PID file, records the heartbeat as the file's
-    /// mtime (for `--check --max-age`) and, under a service manager's
-    /// watchdog, sends WATCHDOG=1; with a memory limit it looks at the
-    /// resident memory within every 1024 calls. Never blocks; never panics.
+    /// also verifies the PID file (a few `fstatat` calls), records the
+    /// heartbeat as the file's mtime (for `--check --max-age`) and, under a
+    /// service manager's watchdog, sends WATCHDOG=1 (a datagram); with a
+    /// memory limit it asks `getrusage` for the peak RSS every 64 to 1024
+    /// calls (more often as memory grows toward the limit) and reads
+    /// `/proc/self/statm` once that peak passed the limit.
+    ///
+    /// # Blocking
+    ///
+    /// Never waits for another process or a lock; only that little file
+    /// I/O once per check interval (local metadata calls on the PID
+    /// directory, normally microseconds). Never panics.
     #[inline]
     pub fn heartbeat(&mut self) -> bool {
         if self.reason.is_some() {
@@ -424,7 +514,7 @@ impl Daemon {
             && let Some(n) = &self.notifier
         {
             let every = n.watchdog_every.unwrap_or(Duration::from_secs(1));
-            self.watchdog_at_ns = now.saturating_add(every.as_nanos() as u64);
+            self.watchdog_at_ns = now.saturating_add(nanos(every));
             if let Err(e) = n.send("WATCHDOG=1") {
                 log::warn!("{e}");
             }
@@ -441,7 +531,7 @@ impl Daemon {
     fn schedule(&mut self, now: u64) {
         let mut at = self.max_jobs.unwrap_or(u64::MAX);
         if self.memory_limit.is_some() {
-            at = at.min(self.answered.saturating_add(MEMORY_EVERY));
+            at = at.min(self.answered.saturating_add(self.memory_every));
         }
         self.check_at_count = at;
         self.check_at_ns = self
@@ -471,13 +561,31 @@ impl Daemon {
     /// The memory ceiling, if passed. `exact` reads the current RSS;
     /// otherwise the peak RSS (one cheap getrusage) is looked at first, and
     /// /proc only once the peak passed the limit.
-    fn memory_exceeded(&self, exact: bool) -> Option<StopReason> {
+    /// Also sets the next count-based memory check (see
+    /// [`MEMORY_EVERY_MIN`]).
+    fn memory_exceeded(&mut self, exact: bool) -> Option<StopReason> {
         let limit = self.memory_limit?;
-        if !exact && crate::memory::self_peak_rss().is_some_and(|peak| peak <= limit) {
-            return None;
-        }
-        let rss = crate::memory::self_rss()?;
-        (rss > limit).then_some(StopReason::MemoryLimit { rss, limit })
+        let peak = crate::memory::self_peak_rss();
+        let (level, verdict) = match peak {
+            Some(peak) if !exact && peak <= limit => (peak, None),
+            _ => match crate::memory::self_rss() {
+                Some(rss) => (
+                    rss,
+                    (rss > limit).then_some(StopReason::MemoryLimit { rss, limit }),
+                ),
+                None => (peak.unwrap_or(0), None),
+            },
+        };
+        let jobs = self.answered.saturating_sub(self.memory_checked_at).max(1);
+        let growth = level.saturating_sub(self.memory_level) / jobs;
+        let headroom = limit.saturating_sub(level);
+        self.memory_every = match headroom.checked_div(growth) {
+            Some(lasts) => (lasts / 2).clamp(MEMORY_EVERY_MIN, MEMORY_EVERY_MAX),
+            None => MEMORY_EVERY_MAX,
+        };
+        self.memory_level = level;
+        self.memory_checked_at = self.answered;
+        verdict
     }
 
     /// Runs the periodic check now, whatever the interval says (the CLI
@@ -504,10 +612,21 @@ impl Daemon {
         self.verify_slot(false)
     }
 
-    /// Why `heartbeat()` returned false, or `None` while it returns true.
-    /// For signals, the first stop signal that arrived.
+    /// Why `heartbeat()` returned false (or will return false at its next
+    /// call), or `None` while no stop is due. For signals, the first stop
+    /// signal that arrived. It also looks at the stop token's cell, so
+    /// after a wake-up through a [`StopToken`] (a signal, a request) it
+    /// names the reason before any heartbeat ran. Never blocks; an atomic
+    /// load.
     pub fn stop_reason(&self) -> Option<&StopReason> {
-        self.reason.as_ref()
+        if let Some(reason) = &self.reason {
+            return Some(reason);
+        }
+        if let Some(reason) = self.seen.get() {
+            return Some(reason);
+        }
+        let reason = reason_of(self.shared.code())?;
+        Some(self.seen.get_or_init(|| reason))
     }
 
     /// A handle other threads and event loops use to see and request a
@@ -517,10 +636,15 @@ impl Daemon {
         StopToken::new(Arc::clone(&self.shared))
     }
 
-    /// Sends READY=1 to `$NOTIFY_SOCKET` (systemd `Type=notify`, or
-    /// `rdaemon --notify`) and records readiness for `--status`. Does
-    /// nothing before `start()` or without `NOTIFY_SOCKET`. Never blocks
-    /// (a datagram).
+    /// Records readiness in the slot's state file (`ready=1`, shown by
+    /// `rdaemon --status`), with or without a service manager, and sends
+    /// READY=1 to `$NOTIFY_SOCKET` when it is set (systemd `Type=notify`,
+    /// or `rdaemon --notify`). Does nothing before `start()`.
+    ///
+    /// # Blocking
+    ///
+    /// A rewrite of the state file (a few system calls) and a datagram;
+    /// never waits for the service manager.
     ///
     /// # Errors
     ///
@@ -571,11 +695,24 @@ impl Daemon {
     /// SIGTERM ends the process). A loop still running sees
     /// [`StopReason::Requested`].
     ///
+    /// Forked children: a process forked from this one after `start()`
+    /// shares the lock (one open file description), so while any such
+    /// process still runs the slot stays held whatever this process does.
+    /// `stop()` in the starter therefore looks for other holders of the
+    /// lock when this process forked since `start()` (a walk of `/proc`, a
+    /// few milliseconds; fork(2) is counted by a `pthread_atfork` hook, so
+    /// a raw clone(2) goes unseen) and, if it finds any,
+    /// removes neither the PID file nor the state file: it only closes its
+    /// own descriptor and logs a warning. The slot then reads as orphaned
+    /// to `rdaemon --status`/`--check` (the PID file names this process,
+    /// not a holder), and `rdaemon --stop NAME` ends the holders.
+    /// In a forked child itself, `stop()` and drop change no file and
+    /// release nothing (the lock is the parent's too); they only give that
+    /// process's stop signals their earlier disposition back.
+    ///
     /// Does nothing before `start()` or when called twice. Tokens of the
     /// run that ended stay stopped; a token taken after `stop()` belongs to
-    /// the next `start()`. In a process
-    /// forked from the one that called `start()`, it changes no file and
-    /// releases nothing (the slot stays held until the starter stops).
+    /// the next `start()`.
     ///
     /// # Errors
     ///
@@ -602,12 +739,15 @@ impl Daemon {
         };
         self.ended = true;
         if !self.is_owner() {
-            // A forked child: the parent's files, lock, handlers and stop
-            // socket are not ours to touch. The inherited descriptor stays
-            // open (the lock belongs to the open file description the
-            // parent shares) until this process exits.
+            // A forked child: the parent's files, lock and stop socket are
+            // not ours to touch. The inherited descriptor stays open (the
+            // lock belongs to the open file description the parent shares)
+            // until this process exits. Signal dispositions are per
+            // process, though: give this process its own back.
             std::mem::forget(held);
-            self.signals = None;
+            if let Some(mut s) = self.signals.take() {
+                s.uninstall();
+            }
             self.notifier = None;
             self.reason.get_or_insert(StopReason::Requested);
             return Ok(());
@@ -623,7 +763,15 @@ impl Daemon {
         if let Some(lease) = self.cluster_lease.take() {
             lease.release();
         }
-        let released = held.release();
+        let forked = match self.forks_at_start {
+            Some(at) => FORKS.load(std::sync::atomic::Ordering::Relaxed) != at,
+            None => true,
+        };
+        let released = if forked {
+            release_unless_shared(held)
+        } else {
+            held.release()
+        };
         if let Some(mut s) = self.signals.take() {
             s.uninstall();
         }
@@ -677,6 +825,29 @@ const _: () = {
     send::<Daemon>();
 };
 
+/// Releases the slot at the starter's stop, unless processes forked from
+/// this one still hold its lock (they share the open file description):
+/// then the slot is still held, so its PID file and state file stay (the
+/// slot reads as orphaned to `--status`/`--check`, and `rdaemon --stop`
+/// ends those holders); only this process's descriptors are closed.
+fn release_unless_shared(held: HeldSlot) -> Result<()> {
+    let holders = crate::proc::find_lock_holders(held.id());
+    if holders.is_empty() {
+        return held.release();
+    }
+    log::warn!(
+        "{}: still locked by {} (forked from this process); leaving the slot's files in place",
+        held.path().display(),
+        holders
+            .iter()
+            .map(|p| format!("PID {p}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    held.close_keeping_files();
+    Ok(())
+}
+
 /// Undoes a take whose follow-up failed; the original error is the one
 /// worth reporting.
 fn release_quietly(held: HeldSlot) {
@@ -705,5 +876,18 @@ fn coarse_now_ns() -> u64 {
     // SAFETY: `ts` is a valid, writable timespec; the clock id is a
     // constant the kernel supports since 2.6.32.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-    (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
+    (ts.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec as u64)
+}
+
+/// `d` in nanoseconds, saturating at `u64::MAX` (about 584 years): a huge
+/// `max_runtime` or lease means "never", not a wrapped small number.
+pub(crate) fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// `d` in milliseconds, saturating at `u64::MAX`.
+pub(crate) fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }

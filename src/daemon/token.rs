@@ -5,12 +5,16 @@
 //! cell: an atomic that records the *first* reason (a stop signal, a
 //! request, or what a heartbeat found), and a socket pair whose read end
 //! becomes readable at that moment and stays readable. Signal handlers only
-//! store to the atomic and write to the socket (signal-hook's pipe action),
-//! both async-signal-safe.
+//! store to the atomic and write to the socket, both async-signal-safe.
+//!
+//! The socket's readiness belongs to one process, the cell's owner (the
+//! one that made it): a process forked from it shares the socket pair but
+//! never writes to it (a signal, a request or a heartbeat there only sets
+//! that process's own copy of the atomic) and never reads from it, so a
+//! child can neither wake its parent's poll loop nor steal its wake-up.
 
 use std::fmt;
-use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -125,6 +129,9 @@ pub(crate) struct Shared {
     /// turn out to be spurious (see [`StopToken::wait_timeout`]).
     read: UnixStream,
     write: UnixStream,
+    /// The process that made the cell: the only one that touches the
+    /// socket pair.
+    owner: u32,
 }
 
 impl Shared {
@@ -139,7 +146,16 @@ impl Shared {
             code: AtomicU32::new(0),
             read,
             write,
+            owner: std::process::id(),
         }))
+    }
+
+    /// Whether this process made the cell (is not a child forked from the
+    /// process that did). Async-signal-safe: getpid(2).
+    #[inline]
+    pub(crate) fn owned_here(&self) -> bool {
+        // SAFETY: getpid(2) has no preconditions and cannot fail.
+        (unsafe { libc::getpid() }) as u32 == self.owner
     }
 
     /// The first stop's code, 0 while none is due. One relaxed load: the
@@ -165,18 +181,22 @@ impl Shared {
         code
     }
 
-    /// Makes the read end readable. A full socket is readable already.
+    /// Makes the read end readable, in the owner only (a forked child must
+    /// not wake its parent). A full socket is readable already.
+    /// Async-signal-safe: getpid(2) and send(2).
     pub(crate) fn wake(&self) {
-        let _ = (&self.write).write(&[1]);
-    }
-
-    /// A descriptor for signal-hook's pipe action: a duplicate of the write
-    /// end, owned (and closed) by the action.
-    pub(crate) fn signal_waker(&self) -> Result<OwnedFd> {
-        self.write
-            .try_clone()
-            .map(OwnedFd::from)
-            .map_err(|e| Error::sys("duplicate the stop socket", e))
+        if self.owned_here() {
+            // SAFETY: send(2) on a socket this cell keeps open, from a valid
+            // one-byte buffer; MSG_DONTWAIT never blocks.
+            unsafe {
+                libc::send(
+                    self.write.as_raw_fd(),
+                    [1u8].as_ptr().cast(),
+                    1,
+                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                )
+            };
+        }
     }
 
     /// The atomic a signal action stores the first signal into.
@@ -185,16 +205,20 @@ impl Shared {
     }
 }
 
-/// What a signal action holds: enough to record the first signal.
+/// What a signal action holds: enough to record the first signal and wake
+/// the owner's descriptor.
 pub(crate) struct SignalCell(Arc<Shared>);
 
 impl SignalCell {
-    /// Async-signal-safe: one compare-and-swap, no allocation, no lock.
+    /// Records `sig` unless a stop came first, and makes the descriptor
+    /// readable when this process owns it. Async-signal-safe: a
+    /// compare-and-swap, getpid(2) and send(2); no allocation, no lock.
     pub(crate) fn record(&self, sig: i32) {
         let _ = self
             .0
             .code
             .compare_exchange(0, sig as u32, Ordering::SeqCst, Ordering::SeqCst);
+        self.0.wake();
     }
 }
 
@@ -314,6 +338,10 @@ impl StopToken {
     /// returns whether a stop is due (as [`is_stopped`](Self::is_stopped)
     /// would). `Duration::ZERO` does not block. Wakes within the poll(2)
     /// granularity (about a millisecond) of the stop.
+    ///
+    /// In a process forked from the one that made the token, it never
+    /// touches the shared descriptor: it looks at the (process-local) stop
+    /// every 10 ms instead.
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
         let deadline = Instant::now().checked_add(timeout);
         loop {
@@ -327,6 +355,10 @@ impl StopToken {
             if left.is_zero() {
                 return false;
             }
+            if !self.shared.owned_here() {
+                std::thread::sleep(left.min(FOREIGN_TICK));
+                continue;
+            }
             // Whole milliseconds, rounded up so that we never spin.
             let ms = left.as_millis().saturating_add(1).min(i32::MAX as u128) as i32;
             let mut fds = [PollFd::new(self.shared.read.as_fd(), PollFlags::POLLIN)];
@@ -334,32 +366,34 @@ impl StopToken {
                 &mut fds,
                 PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
             ) {
-                Ok(n) if n > 0 && !self.is_stopped() => self.spurious_wakeup(),
+                // Readable with no stop recorded cannot happen (only the
+                // owner writes, after recording); never drain it (other
+                // waiters rely on it), just do not spin.
+                Ok(n) if n > 0 && !self.is_stopped() => {
+                    std::thread::sleep(left.min(FOREIGN_TICK));
+                }
                 _ => {}
             }
         }
     }
-
-    /// The descriptor was readable but no stop is recorded: a process
-    /// forked from this one (sharing the socket) received a stop signal.
-    /// Drain the byte so that we do not spin, and put one back should a
-    /// real stop have landed meanwhile.
-    #[cold]
-    fn spurious_wakeup(&self) {
-        let mut buf = [0u8; 64];
-        while matches!((&self.shared.read).read(&mut buf), Ok(n) if n > 0) {}
-        if self.is_stopped() {
-            self.shared.wake();
-        }
-    }
 }
+
+/// How often `wait_timeout` looks at the stop where it may not poll the
+/// descriptor (a forked child).
+const FOREIGN_TICK: Duration = Duration::from_millis(10);
 
 /// The descriptor becomes readable once a stop is due and stays readable
 /// (it stays open for as long as the token lives);
 /// wait for it in `poll`, epoll or tokio's `AsyncFd`, then check
-/// [`StopToken::is_stopped`] (a process forked from this one that receives
-/// a stop signal can wake it spuriously). Do not read from it: other
-/// waiters rely on it staying readable.
+/// [`StopToken::is_stopped`]. Do not read from it: other waiters rely on it
+/// staying readable.
+///
+/// The descriptor belongs to the process that made the token's
+/// `Daemon` (or whose `start()` began the run). In a process forked from
+/// it, the descriptor is inert: that process's stops never make it
+/// readable (and the parent's stop may), so a forked child uses
+/// [`StopToken::is_stopped`] or [`StopToken::wait_timeout`], or calls
+/// `start()` on its own `Daemon`, which gives it a fresh token cell.
 impl AsFd for StopToken {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.shared.read.as_fd()

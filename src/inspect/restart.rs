@@ -75,7 +75,7 @@ enum Step {
 /// when given), each through its own supervisor, waiting for each new
 /// COMMAND to run before going on; a slot whose new COMMAND does not come
 /// up within `timeout` (default: its `--stop-timeout` plus
-/// [`RESTART_MARGIN`]) halts the roll, and the slots after it are left
+/// `RESTART_MARGIN`, 65 s) halts the roll, and the slots after it are left
 /// untouched. `progress` sees each outcome as it happens. Blocks for the
 /// whole roll. Errors: a bad NAME, an unsafe or unreadable directory.
 pub fn restart(

@@ -178,7 +178,8 @@ fn find_log(supervisor: i32, slot_file: FileId) -> Option<File> {
 
 /// `--stop`: stops every peer of NAME (only slot `only`, when given):
 /// SIGTERM to each supervisor, then, after `timeout` (default: each peer's
-/// own `--stop-timeout` plus [`STOP_MARGIN`]), SIGKILL to everything that
+/// own `--stop-timeout`, 10 s for a peer that publishes none, plus
+/// `STOP_MARGIN`, 5 s), SIGKILL to everything that
 /// still holds the slot's lock. Waits until every lock is released (or
 /// SIGKILL failed), then removes what the peers left: stale PID files,
 /// state files and tombstones, notify sockets. Only processes proven to
