@@ -749,6 +749,93 @@ fn slot_files_survive_tmpfiles_clean() {
     stop(&env, "aged");
 }
 
+/// An orphaned slot (supervisor killed with SIGKILL, COMMAND ignoring the
+/// SIGTERM its death signal brings) keeps the PID directory's shared lock
+/// through COMMAND, so `systemd-tmpfiles --clean` with an age shorter than
+/// the files' leaves them alone, and a new start still finds the slot held.
+#[test]
+fn orphaned_slot_files_survive_tmpfiles_clean() {
+    if Command::new("systemd-tmpfiles")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!(
+            "SKIPPED orphaned_slot_files_survive_tmpfiles_clean: systemd-tmpfiles is not installed"
+        );
+        return;
+    }
+    let base = Env::new();
+    let faketmp = base.path("faketmp");
+    std::fs::create_dir(&faketmp).unwrap();
+    std::fs::set_permissions(&faketmp, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let env = base.with_pid_dir(faketmp.join("rdaemon-test"));
+    let _sweep = Sweep::new(&env);
+    let ready = env.path("trapped");
+    let m = mark("orphan-tmpfiles");
+    let script = sh_script(
+        &env,
+        &m,
+        &format!(
+            "trap '' TERM; touch {}; while :; do sleep 0.05; done",
+            s(&ready)
+        ),
+    );
+    env.start("orph", &[], &[s(&script)]);
+    wait_until("TERM trapped", || ready.exists());
+    let sup = env.read_pid("orph", 1).expect("a supervisor PID");
+    kill(sup, libc::SIGKILL);
+    wait_until("supervisor dead", || !alive(sup));
+    wait_until("slot shows orphaned", || {
+        slot1(&env, "orph").is_some_and(|s| s["state"] == "orphaned")
+    });
+    // Everything in the fake /tmp is made old; ctime cannot be set back,
+    // so the clean runs once even that is older than the 1 s age.
+    let mut old = Command::new("touch");
+    old.args(["-a", "-m", "-d", "1 hour ago"]);
+    for entry in std::fs::read_dir(faketmp.join("rdaemon-test")).unwrap() {
+        old.arg(entry.unwrap().path());
+    }
+    let junk = faketmp.join("old-junk");
+    std::fs::write(&junk, "x").unwrap();
+    old.arg(&junk).arg(faketmp.join("rdaemon-test"));
+    assert!(old.status().unwrap().success());
+    let backdated = Instant::now();
+    let conf = env.path("orph.conf");
+    std::fs::write(
+        &conf,
+        format!("d {} 1777 root root 1s\n", faketmp.display()),
+    )
+    .unwrap();
+    wait_until("the files are older than the 1 s age", || {
+        backdated.elapsed() > Duration::from_millis(2500)
+    });
+    let clean = output_within(
+        &env,
+        Command::new("systemd-tmpfiles").arg("--clean").arg(&conf),
+        DEADLINE,
+    );
+    assert!(clean.status.success(), "{}", stderr(&clean));
+    assert!(
+        !junk.exists(),
+        "the clean did not run over {}",
+        faketmp.display()
+    );
+    assert!(
+        env.pid_file("orph", 1).exists(),
+        "the orphan's PID file was cleaned away"
+    );
+    let out = env.run(["--name", "orph", "--", "true"]);
+    assert_eq!(
+        out.status.code(),
+        Some(75),
+        "a second copy started: {}",
+        stderr(&out)
+    );
+    assert_eq!(env.status(["--stop", "orph", "--timeout", "1"]), 0);
+    wait_until("orphan gone", || marked(&m).is_empty());
+}
+
 // ------------------------------------------------------ (7) long names
 
 /// A 52-character NAME in a 64-character PID directory works with

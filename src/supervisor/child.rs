@@ -80,6 +80,14 @@ pub struct ChildIo<'a> {
     pub stderr: Option<&'a OwnedFd>,
     /// The slot's locked descriptor, inherited on purpose (see mod.rs).
     pub lock_fd: BorrowedFd<'a>,
+    /// The descriptor holding the PID directory's shared lock, inherited
+    /// on purpose too (see mod.rs): an orphaned COMMAND keeps the slot's
+    /// files safe from /tmp cleaners.
+    pub dir_lock_fd: Option<BorrowedFd<'a>>,
+    /// The signal COMMAND gets when its supervisor dies
+    /// (`PR_SET_PDEATHSIG`): SIGTERM, or SIGKILL while a cluster lease is
+    /// held (nobody can renew the lease once the supervisor is gone).
+    pub death_signal: i32,
     /// Extra environment for this run (slot number, notify socket).
     pub extra_env: Vec<(OsString, OsString)>,
 }
@@ -91,10 +99,10 @@ pub struct ChildIo<'a> {
 /// from the child).
 ///
 /// In the child, before exec and in this order: the slot's lock descriptor
-/// is made inheritable, the umask set, the identity assumed (`--user`), the
+/// and the PID directory's lock descriptor are made inheritable, the umask set, the identity assumed (`--user`), the
 /// working directory changed (as that identity), every signal unblocked
 /// and put back to its default action (nothing the caller blocked or
-/// ignored reaches COMMAND), and `PR_SET_PDEATHSIG(SIGTERM)` set, last,
+/// ignored reaches COMMAND), and `PR_SET_PDEATHSIG(io.death_signal)` set, last,
 /// because a credential change clears it: COMMAND is told when its
 /// supervisor dies.
 pub fn spawn(spec: &ChildSpec, io: &ChildIo<'_>) -> io::Result<i32> {
@@ -123,6 +131,8 @@ pub fn spawn(spec: &ChildSpec, io: &ChildIo<'_>) -> io::Result<i32> {
         cmd.env(k, v);
     }
     let lock_fd = io.lock_fd.as_raw_fd();
+    let dir_lock_fd = io.dir_lock_fd.map(|fd| fd.as_raw_fd());
+    let death_signal = io.death_signal;
     let umask = spec.umask;
     let ident = spec.identity.as_ref().map(|id| {
         let groups: Vec<libc::gid_t> = id.groups.iter().map(|g| g.as_raw()).collect();
@@ -149,6 +159,14 @@ pub fn spawn(spec: &ChildSpec, io: &ChildIo<'_>) -> io::Result<i32> {
             if libc::fcntl(lock_fd, libc::F_SETFD, 0) < 0 {
                 return Err(io::Error::last_os_error());
             }
+            // The same for the PID directory's shared lock: while any
+            // holder of the slot lives, systemd-tmpfiles skips the
+            // directory and never ages the slot's files out.
+            if let Some(fd) = dir_lock_fd
+                && libc::fcntl(fd, libc::F_SETFD, 0) < 0
+            {
+                return Err(io::Error::last_os_error());
+            }
             if let Some(mask) = umask {
                 libc::umask(mask as libc::mode_t);
             }
@@ -165,7 +183,7 @@ pub fn spawn(spec: &ChildSpec, io: &ChildIo<'_>) -> io::Result<i32> {
                 return Err(io::Error::last_os_error());
             }
             reset_signals();
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0) < 0 {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, death_signal, 0, 0, 0) < 0 {
                 return Err(io::Error::last_os_error());
             }
             // The supervisor died before the death signal was armed.

@@ -528,6 +528,15 @@ impl Supervisor<'_> {
             stdout: self.pipes.as_ref().map(|p| &p.stdout.1),
             stderr: self.pipes.as_ref().map(|p| &p.stderr.1),
             lock_fd: slot.lock_fd(),
+            dir_lock_fd: slot.dir_lock_fd(),
+            // With a cluster lease there is no grace to give: nobody can
+            // renew the lease once the supervisor is gone, so a COMMAND
+            // that outlived it could overlap with another host's copy.
+            death_signal: if self.lease.is_some() {
+                libc::SIGKILL
+            } else {
+                libc::SIGTERM
+            },
             extra_env,
         };
         let pid = match child::spawn(&self.cfg.child, &io) {
