@@ -685,50 +685,51 @@ fn default_pid_dir_of_a_user_ignores_xdg_runtime_dir() {
     same_slots_with_and_without_xdg(true);
 }
 
-/// `systemd-tmpfiles --clean` with an age shorter than the daemon's life,
-/// over a /tmp-like directory holding the PID directory: the slot's files
-/// survive and the daemon keeps its slot; older junk beside it is cleaned.
-#[test]
-fn slot_files_survive_tmpfiles_clean() {
+/// A /tmp-like directory (mode 1777) in a fresh test directory, and an
+/// [`Env`] whose PID directory lives in it; `None` (said loudly) when
+/// systemd-tmpfiles is not installed.
+fn fake_tmp(test: &str) -> Option<(Env, std::path::PathBuf)> {
     if Command::new("systemd-tmpfiles")
         .arg("--version")
         .output()
         .is_err()
     {
-        eprintln!("SKIPPED slot_files_survive_tmpfiles_clean: systemd-tmpfiles is not installed");
-        return;
+        eprintln!("SKIPPED {test}: systemd-tmpfiles is not installed");
+        return None;
     }
     let base = Env::new();
     let faketmp = base.path("faketmp");
     std::fs::create_dir(&faketmp).unwrap();
     std::fs::set_permissions(&faketmp, std::fs::Permissions::from_mode(0o1777)).unwrap();
-    let env = base.with_pid_dir(faketmp.join("rdaemon-test"));
-    let _sweep = Sweep::new(&env);
-    let m = mark("aged");
-    let sleep = marked_sleep(&env, &m);
-    env.start("aged", &[], &[s(&sleep), "300"]);
-    let started = Instant::now();
-    let pid = marked(&m);
+    Some((base.with_pid_dir(faketmp.join("rdaemon-test")), faketmp))
+}
+
+/// Sets the access and modification times of `old` (and of a junk file it
+/// adds beside them) an hour back, waits until their change times too are
+/// older than 1 s (those cannot be set back), and runs `systemd-tmpfiles
+/// --clean` with an age of 1 s over `faketmp`; checks the junk went.
+fn clean_with_short_age(env: &Env, faketmp: &Path, old: &[std::path::PathBuf]) {
     let junk = faketmp.join("old-junk");
     std::fs::write(&junk, "x").unwrap();
-    let old = Command::new("touch")
+    let backdate = Command::new("touch")
         .args(["-a", "-m", "-d", "1 hour ago"])
         .arg(&junk)
+        .args(old)
         .status()
         .unwrap();
-    assert!(old.success());
-    let conf = env.path("aged.conf");
+    assert!(backdate.success());
+    let backdated = Instant::now();
+    let conf = env.path("tmpfiles.conf");
     std::fs::write(
         &conf,
         format!("d {} 1777 root root 1s\n", faketmp.display()),
     )
     .unwrap();
-    // The scenario itself: the daemon has lived longer than the age.
-    wait_until("the daemon outlived the 1 s age", || {
-        started.elapsed() > Duration::from_millis(2500)
+    wait_until("everything is older than the 1 s age", || {
+        backdated.elapsed() > Duration::from_millis(2500)
     });
     let clean = output_within(
-        &env,
+        env,
         Command::new("systemd-tmpfiles").arg("--clean").arg(&conf),
         DEADLINE,
     );
@@ -738,6 +739,23 @@ fn slot_files_survive_tmpfiles_clean() {
         "the clean did not run over {}",
         faketmp.display()
     );
+}
+
+/// `systemd-tmpfiles --clean` with an age shorter than the daemon's life,
+/// over a /tmp-like directory holding the PID directory: the slot's files
+/// survive and the daemon keeps its slot; older junk beside it is cleaned.
+#[test]
+fn slot_files_survive_tmpfiles_clean() {
+    let Some((env, faketmp)) = fake_tmp("slot_files_survive_tmpfiles_clean") else {
+        return;
+    };
+    let _sweep = Sweep::new(&env);
+    let m = mark("aged");
+    let sleep = marked_sleep(&env, &m);
+    env.start("aged", &[], &[s(&sleep), "300"]);
+    let pid = marked(&m);
+    // The scenario itself: the daemon outlives the age.
+    clean_with_short_age(&env, &faketmp, &[]);
     assert!(
         env.pid_file("aged", 1).exists(),
         "the PID file was cleaned away"
@@ -755,21 +773,9 @@ fn slot_files_survive_tmpfiles_clean() {
 /// the files' leaves them alone, and a new start still finds the slot held.
 #[test]
 fn orphaned_slot_files_survive_tmpfiles_clean() {
-    if Command::new("systemd-tmpfiles")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!(
-            "SKIPPED orphaned_slot_files_survive_tmpfiles_clean: systemd-tmpfiles is not installed"
-        );
+    let Some((env, faketmp)) = fake_tmp("orphaned_slot_files_survive_tmpfiles_clean") else {
         return;
-    }
-    let base = Env::new();
-    let faketmp = base.path("faketmp");
-    std::fs::create_dir(&faketmp).unwrap();
-    std::fs::set_permissions(&faketmp, std::fs::Permissions::from_mode(0o1777)).unwrap();
-    let env = base.with_pid_dir(faketmp.join("rdaemon-test"));
+    };
     let _sweep = Sweep::new(&env);
     let ready = env.path("trapped");
     let m = mark("orphan-tmpfiles");
@@ -789,38 +795,13 @@ fn orphaned_slot_files_survive_tmpfiles_clean() {
     wait_until("slot shows orphaned", || {
         slot1(&env, "orph").is_some_and(|s| s["state"] == "orphaned")
     });
-    // Everything in the fake /tmp is made old; ctime cannot be set back,
-    // so the clean runs once even that is older than the 1 s age.
-    let mut old = Command::new("touch");
-    old.args(["-a", "-m", "-d", "1 hour ago"]);
-    for entry in std::fs::read_dir(faketmp.join("rdaemon-test")).unwrap() {
-        old.arg(entry.unwrap().path());
-    }
-    let junk = faketmp.join("old-junk");
-    std::fs::write(&junk, "x").unwrap();
-    old.arg(&junk).arg(faketmp.join("rdaemon-test"));
-    assert!(old.status().unwrap().success());
-    let backdated = Instant::now();
-    let conf = env.path("orph.conf");
-    std::fs::write(
-        &conf,
-        format!("d {} 1777 root root 1s\n", faketmp.display()),
-    )
-    .unwrap();
-    wait_until("the files are older than the 1 s age", || {
-        backdated.elapsed() > Duration::from_millis(2500)
-    });
-    let clean = output_within(
-        &env,
-        Command::new("systemd-tmpfiles").arg("--clean").arg(&conf),
-        DEADLINE,
-    );
-    assert!(clean.status.success(), "{}", stderr(&clean));
-    assert!(
-        !junk.exists(),
-        "the clean did not run over {}",
-        faketmp.display()
-    );
+    let pid_dir = faketmp.join("rdaemon-test");
+    let mut old: Vec<_> = std::fs::read_dir(&pid_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    old.push(pid_dir);
+    clean_with_short_age(&env, &faketmp, &old);
     assert!(
         env.pid_file("orph", 1).exists(),
         "the orphan's PID file was cleaned away"
