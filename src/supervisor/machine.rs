@@ -280,6 +280,8 @@ pub struct Machine {
     ready: bool,
     /// When the current back-off ends (published as `next_try_unix_ms`).
     next_try: Option<Instant>,
+    /// When the current stop sent SIGTERM (for the SIGKILL's log line).
+    term_sent: Option<Instant>,
 }
 
 impl Machine {
@@ -296,6 +298,7 @@ impl Machine {
             reason: None,
             ready: false,
             next_try: None,
+            term_sent: None,
         }
     }
 
@@ -751,21 +754,30 @@ impl Machine {
                         } else {
                             Then::Exit(Finish::Failed)
                         };
-                        let next =
-                            self.begin_stop(Some(run), then, "cluster slot lost", now, &mut out);
-                        match next {
-                            Phase::Stopping {
-                                run,
-                                kill_at,
-                                killed,
+                        if kill_by.min(now + self.policy.stop_timeout) <= now {
+                            self.kill_at_once(Some(run), then, now, &mut out)
+                        } else {
+                            let next = self.begin_stop(
+                                Some(run),
                                 then,
-                            } => Phase::Stopping {
-                                run,
-                                kill_at: kill_at.min(kill_by),
-                                killed,
-                                then,
-                            },
-                            other => other,
+                                "cluster slot lost",
+                                now,
+                                &mut out,
+                            );
+                            match next {
+                                Phase::Stopping {
+                                    run,
+                                    kill_at,
+                                    killed,
+                                    then,
+                                } => Phase::Stopping {
+                                    run,
+                                    kill_at: kill_at.min(kill_by),
+                                    killed,
+                                    then,
+                                },
+                                other => other,
+                            }
                         }
                     }
                     Phase::Stopping {
@@ -773,16 +785,23 @@ impl Machine {
                         kill_at,
                         killed,
                         then,
-                    } => Phase::Stopping {
-                        run,
-                        kill_at: kill_at.min(kill_by),
-                        killed,
-                        then: match then {
+                    } => {
+                        let then = match then {
                             Then::Exit(f) => Then::Exit(f),
                             _ if wait => Then::WaitLease,
                             other => other.exit_anyway(Finish::Failed),
-                        },
-                    },
+                        };
+                        if !killed && kill_by <= now {
+                            self.kill_at_once(run, then, now, &mut out)
+                        } else {
+                            Phase::Stopping {
+                                run,
+                                kill_at: kill_at.min(kill_by),
+                                killed,
+                                then,
+                            }
+                        }
+                    }
                     Phase::BackingOff { .. } if wait => self.wait_for_lease(now, &mut out),
                     Phase::WaitingForLease { retry_at } => Phase::WaitingForLease { retry_at },
                     _ => self.done(Finish::Failed, &mut out),
@@ -883,9 +902,17 @@ impl Machine {
                 Event::Tick,
             ) if now >= kill_at => {
                 if !killed {
+                    let grace = self.term_sent.map_or(self.policy.stop_timeout, |t| {
+                        kill_at.saturating_duration_since(t)
+                    });
+                    let why = if grace < self.policy.stop_timeout {
+                        " before the cluster lease can expire"
+                    } else {
+                        ""
+                    };
                     out.push(Action::Log(format!(
-                        "COMMAND's process tree still running {} after SIGTERM; sending SIGKILL",
-                        secs(self.policy.stop_timeout)
+                        "COMMAND's process tree still running {} after SIGTERM; sending SIGKILL{why}",
+                        secs(grace)
                     )));
                 }
                 out.push(Action::SignalTree(libc::SIGKILL));
@@ -1080,6 +1107,7 @@ impl Machine {
         out: &mut Vec<Action>,
     ) -> Phase {
         self.reason = Some(reason.to_string());
+        self.term_sent = Some(now);
         out.push(Action::SignalTree(libc::SIGTERM));
         // A stopped process would not see SIGTERM until continued.
         out.push(Action::SignalTree(libc::SIGCONT));
@@ -1088,6 +1116,30 @@ impl Machine {
             run,
             kill_at: now + self.policy.stop_timeout,
             killed: false,
+            then,
+        }
+    }
+
+    /// The cluster lease can expire now (or `--stop-timeout` is 0): no
+    /// grace for SIGTERM, the tree gets SIGKILL at once, and the log says
+    /// so rather than blaming a SIGTERM that was never sent.
+    fn kill_at_once(
+        &mut self,
+        run: Option<Run>,
+        then: Then,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) -> Phase {
+        self.reason = Some("cluster slot lost".into());
+        out.push(Action::Log(
+            "no time left before the lease can expire: SIGKILL at once".into(),
+        ));
+        out.push(Action::SignalTree(libc::SIGKILL));
+        out.push(Action::Publish);
+        Phase::Stopping {
+            run,
+            kill_at: now + KILL_AGAIN,
+            killed: true,
             then,
         }
     }
@@ -1615,6 +1667,13 @@ mod tests {
         assert_eq!(c.m.next_deadline(), Some(kill_by), "before the stop grace");
         c.advance(Duration::from_secs(4));
         assert!(c.tree_signals.contains(&KILL));
+        assert!(
+            c.logs.iter().any(|l| l.contains(
+                "still running 4s after SIGTERM; sending SIGKILL before the cluster lease can expire"
+            )),
+            "{:?}",
+            c.logs
+        );
         assert!(matches!(c.m.phase(), Phase::WaitingForLease { .. }));
         c.reclaim_ok = false;
         c.advance(Duration::from_secs(3));
@@ -1631,6 +1690,23 @@ mod tests {
             why: "x".into(),
         });
         assert_eq!(once.exits, vec![Finish::Failed]);
+        assert_eq!(
+            once.tree_signals,
+            vec![KILL],
+            "no SIGTERM without time for it"
+        );
+        assert!(
+            once.logs
+                .iter()
+                .any(|l| l == "no time left before the lease can expire: SIGKILL at once"),
+            "{:?}",
+            once.logs
+        );
+        assert!(
+            !once.logs.iter().any(|l| l.contains("after SIGTERM")),
+            "{:?}",
+            once.logs
+        );
     }
 
     #[test]
