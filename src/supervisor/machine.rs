@@ -282,6 +282,10 @@ pub struct Machine {
     next_try: Option<Instant>,
     /// When the current stop sent SIGTERM (for the SIGKILL's log line).
     term_sent: Option<Instant>,
+    /// A `--restart` asked for the next run and waits for it to come up:
+    /// that run is `starting` until it settled (or sent READY=1), so the
+    /// waiting CLI never calls a run that dies at once restarted.
+    restart_waiting: bool,
 }
 
 impl Machine {
@@ -299,6 +303,7 @@ impl Machine {
             ready: false,
             next_try: None,
             term_sent: None,
+            restart_waiting: false,
         }
     }
 
@@ -317,7 +322,7 @@ impl Machine {
                 awaiting_ready: false,
                 forking: false,
                 ..
-            } => state::Phase::Running,
+            } if !self.restart_waiting => state::Phase::Running,
             Phase::Starting { .. } => state::Phase::Starting,
             Phase::Running { .. } => state::Phase::Running,
             Phase::Stopping { .. } => state::Phase::Stopping,
@@ -508,7 +513,12 @@ impl Machine {
                     ..
                 },
                 Event::Settled,
-            ) => self.now_running(run, false, now, &mut out),
+            ) => {
+                // A restarted run was published as starting; a first one
+                // already as running.
+                let publish = std::mem::take(&mut self.restart_waiting);
+                self.now_running(run, publish, now, &mut out)
+            }
 
             // ---- readiness and the watchdog ---------------------------------
             (
@@ -677,6 +687,7 @@ impl Machine {
                 p
             }
             (Phase::Starting { run, .. } | Phase::Running { run, .. }, Event::RestartRequested) => {
+                self.restart_waiting = true;
                 out.push(Action::Log(
                     "restart requested; stopping COMMAND to start it afresh".into(),
                 ));
@@ -689,6 +700,7 @@ impl Machine {
                 )
             }
             (Phase::BackingOff { .. }, Event::RestartRequested) => {
+                self.restart_waiting = true;
                 out.push(Action::Log(
                     "restart requested; starting COMMAND now".into(),
                 ));
@@ -966,11 +978,14 @@ impl Machine {
         // The first start is told only once COMMAND did not die at once
         // (with --respawn a quick death is a failed run, not a failed
         // start: the supervisor carries on and backs off).
-        let settle = self.policy.settle
-            && self.starter_waiting
-            && self.respawn.is_none()
-            && !self.policy.notify
-            && !self.policy.forking;
+        // So is a run a `--restart` asked for (with or without --respawn,
+        // in the foreground too: the CLI waits for it), published as
+        // starting until it settled.
+        let first = self.policy.settle && self.starter_waiting && self.respawn.is_none();
+        let restarted = std::mem::take(&mut self.restart_waiting) && !self.starter_waiting;
+        let simple = !self.policy.notify && !self.policy.forking;
+        self.restart_waiting = restarted && simple;
+        let settle = (first || restarted) && simple;
         if self.policy.notify || self.policy.forking || settle {
             // Published before the settle wait (as running), so the state
             // write overlaps COMMAND's own start on the other CPU.
@@ -1027,6 +1042,7 @@ impl Machine {
             status.describe()
         )));
         self.last_exit = Some(status);
+        self.restart_waiting = false;
         let run = Run {
             main_gone: true,
             ..run
@@ -1576,10 +1592,26 @@ mod tests {
     #[test]
     fn restart_request_starts_afresh_without_back_off() {
         let mut c = FakeChild::started(policy());
+        c.published.clear();
         c.send(Event::RestartRequested);
         assert!(matches!(c.m.phase(), Phase::Running { .. }));
         assert_eq!((c.m.runs(), c.m.restarts()), (2, 1));
         assert_eq!(c.tree_signals[0], TERM);
+        // The waiting CLI sees the new run as running only once it settled.
+        let after_spawn: Vec<_> = c
+            .published
+            .iter()
+            .skip_while(|p| **p != Some(state::Phase::Stopping))
+            .skip(1)
+            .collect();
+        assert_eq!(
+            after_spawn,
+            [&Some(state::Phase::Starting), &Some(state::Phase::Running)],
+            "{:?}",
+            c.published
+        );
+        // A later respawn is not held back: the restart was seen through.
+        assert!(!c.m.restart_waiting);
     }
 
     #[test]
