@@ -562,6 +562,32 @@ fn command_dying_at_once_is_reported_with_status_and_stderr() {
     assert_eq!(env.check("die"), 3);
 }
 
+/// A script whose `#!` interpreter is missing exits 127 like a missing
+/// COMMAND, but the message names the interpreter, not the script (which
+/// exists); a `#!` line with DOS line endings is called out as such.
+#[test]
+fn missing_script_interpreter_is_named() {
+    let env = Env::new();
+    let _sweep = Sweep::new(&env);
+    for (name, first_line, expect) in [
+        (
+            "nointerp.sh",
+            "#!/nonexistent/rdaemon-interp -x\n",
+            "its #! interpreter /nonexistent/rdaemon-interp was not found",
+        ),
+        ("dos.sh", "#!/bin/sh\r\n", "DOS line endings"),
+    ] {
+        let script = env.path(name);
+        std::fs::write(&script, format!("{first_line}exit 0\n")).unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let out = run_within(&env, DEADLINE, ["--name", "interp", "--", s(&script)]);
+        let err = stderr(&out);
+        assert_eq!(code(&out), 127, "{err}");
+        assert!(err.contains(expect), "{name}: {err}");
+        assert!(!err.contains("No such file"), "{name}: {err}");
+    }
+}
+
 // ------------------------------------------------------ (6) PID directory
 
 /// The default PID directory (no `--pid-dir`, no `RDAEMON_PID_DIR`) for

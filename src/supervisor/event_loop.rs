@@ -552,7 +552,7 @@ impl Supervisor<'_> {
                 }
                 return Event::SpawnFailed(StartOutcome::ExecFailed {
                     errno,
-                    message: format!("cannot execute {argv0}: {e}"),
+                    message: child::describe_exec_failure(&self.cfg.child, &e),
                 });
             }
         };
