@@ -845,22 +845,22 @@ fn orphaned_slot_files_survive_tmpfiles_clean() {
 
 // ------------------------------------------------------ (7) long names
 
-/// A 52-character NAME in a 64-character PID directory works with
-/// `--notify` and `--watchdog` (the socket path must fit `sun_path`).
-#[test]
-fn long_name_in_long_pid_dir_works_with_notify_and_watchdog() {
+/// Starts a `--notify --watchdog` COMMAND that speaks sd_notify over
+/// `NOTIFY_SOCKET`, as NAME (`name_len` bytes) in a PID directory of
+/// `dir_len` bytes; checks the start succeeds and the slot is healthy.
+fn notify_works_with_long_paths(dir_len: usize, name_len: usize, tag: &str) {
     let base = Env::new();
     let prefix = base.tmp.path().to_str().unwrap().len() + 1;
     assert!(prefix < 60, "temp dir too long for this test: {prefix}");
-    let dir = base.tmp.path().join("d".repeat(64 - prefix));
-    assert_eq!(dir.to_str().unwrap().len(), 64);
+    let dir = base.tmp.path().join("d".repeat(dir_len - prefix));
+    assert_eq!(dir.to_str().unwrap().len(), dir_len);
     let env = base.with_pid_dir(dir);
     let _sweep = Sweep::new(&env);
-    let name = format!("worker-{}", "a".repeat(45));
-    assert_eq!(name.len(), 52);
+    let name = format!("worker-{}", "a".repeat(name_len - 7));
+    assert_eq!(name.len(), name_len);
     let worker = py_script(
         &env,
-        &mark("longname"),
+        &mark(tag),
         "import os, socket, time\n\
          addr = os.environ['NOTIFY_SOCKET']\n\
          if addr.startswith('@'):\n    addr = '\\0' + addr[1:]\n\
@@ -886,6 +886,21 @@ fn long_name_in_long_pid_dir_works_with_notify_and_watchdog() {
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(env.check(&name), 0);
     stop(&env, &name);
+}
+
+/// A 52-character NAME in a 64-character PID directory works with
+/// `--notify` and `--watchdog` (the socket path must fit `sun_path`).
+#[test]
+fn long_name_in_long_pid_dir_works_with_notify_and_watchdog() {
+    notify_works_with_long_paths(64, 52, "longname");
+}
+
+/// A 64-character NAME in a 101-byte PID directory, where not even the
+/// short hashed socket name fits `sun_path`: the socket goes to the short
+/// per-user directory instead, and `--notify` works.
+#[test]
+fn notify_works_when_the_pid_dir_is_too_long_for_a_socket() {
+    notify_works_with_long_paths(101, 64, "longdir");
 }
 
 /// The `--status` table shows the state name and COMMAND's STATUS= text;

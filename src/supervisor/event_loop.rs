@@ -266,7 +266,7 @@ pub(super) fn run(cfg: Config, ready: &mut dyn Readiness) -> Finish {
 /// warning; with them it fails the start.
 fn open_notify_socket(cfg: &Config, index: u32) -> Result<Option<NotifySocket>, String> {
     let owner = cfg.child.identity.as_ref().map(|id| (id.uid, id.gid));
-    let bound = notify::socket_path(&cfg.pid_dir, &cfg.name, index)
+    let bound = notify::prepare_socket_path(&cfg.pid_dir, &cfg.name, index)
         .and_then(|path| NotifySocket::bind(&path, owner).map_err(|e| (path, e).into_io()));
     match bound {
         Ok(sock) => Ok(Some(sock)),
