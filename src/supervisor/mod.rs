@@ -17,7 +17,8 @@
 //! - [`tree`]: the subreaper, reaping, and signals that reach only our own
 //!   processes;
 //! - `child`: spawning COMMAND (identity, directory, signal state, death
-//!   signal, the inherited lock);
+//!   signal (SIGKILL under a cluster lease), the inherited slot and
+//!   directory locks, and why an exec failed);
 //! - [`notify`]: the sd_notify socket;
 //! - [`respawn`]: recycles, failed runs and back-off.
 //!
