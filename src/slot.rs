@@ -182,7 +182,7 @@ pub struct HeldSlot {
     /// A shared lock on the PID directory for as long as the slot is held,
     /// so that systemd-tmpfiles never ages the slot's files out of `/tmp`
     /// (see [`PidDir::hold_shared`]). `None` when it could not be taken.
-    _dir_lock: Option<std::os::fd::OwnedFd>,
+    dir_lock: Option<std::os::fd::OwnedFd>,
     /// Set by [`HeldSlot::close_keeping_files`]: drop removes nothing.
     keep_files: bool,
 }
@@ -344,7 +344,7 @@ impl HeldSlot {
                 id,
                 pid: None,
                 keep_files: false,
-                _dir_lock: dir
+                dir_lock: dir
                     .hold_shared()
                     .inspect_err(|e| {
                         log::warn!("{e}: the slot's files are not protected from /tmp cleaners")
@@ -436,6 +436,14 @@ impl HeldSlot {
     /// The locked descriptor (for handing to a child).
     pub fn lock_fd(&self) -> BorrowedFd<'_> {
         self.file.as_fd()
+    }
+
+    /// The descriptor holding the PID directory's shared lock, if it could
+    /// be taken (for handing to a child, so that the directory stays
+    /// protected from /tmp cleaners while an orphaned COMMAND holds the
+    /// slot).
+    pub fn dir_lock_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.dir_lock.as_ref().map(|fd| fd.as_fd())
     }
 
     /// Whether the path still names the file we hold locked. `Ok(false)`

@@ -562,6 +562,32 @@ fn command_dying_at_once_is_reported_with_status_and_stderr() {
     assert_eq!(env.check("die"), 3);
 }
 
+/// A script whose `#!` interpreter is missing exits 127 like a missing
+/// COMMAND, but the message names the interpreter, not the script (which
+/// exists); a `#!` line with DOS line endings is called out as such.
+#[test]
+fn missing_script_interpreter_is_named() {
+    let env = Env::new();
+    let _sweep = Sweep::new(&env);
+    for (name, first_line, expect) in [
+        (
+            "nointerp.sh",
+            "#!/nonexistent/rdaemon-interp -x\n",
+            "its #! interpreter /nonexistent/rdaemon-interp was not found",
+        ),
+        ("dos.sh", "#!/bin/sh\r\n", "DOS line endings"),
+    ] {
+        let script = env.path(name);
+        std::fs::write(&script, format!("{first_line}exit 0\n")).unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let out = run_within(&env, DEADLINE, ["--name", "interp", "--", s(&script)]);
+        let err = stderr(&out);
+        assert_eq!(code(&out), 127, "{err}");
+        assert!(err.contains(expect), "{name}: {err}");
+        assert!(!err.contains("No such file"), "{name}: {err}");
+    }
+}
+
 // ------------------------------------------------------ (6) PID directory
 
 /// The default PID directory (no `--pid-dir`, no `RDAEMON_PID_DIR`) for
@@ -685,50 +711,51 @@ fn default_pid_dir_of_a_user_ignores_xdg_runtime_dir() {
     same_slots_with_and_without_xdg(true);
 }
 
-/// `systemd-tmpfiles --clean` with an age shorter than the daemon's life,
-/// over a /tmp-like directory holding the PID directory: the slot's files
-/// survive and the daemon keeps its slot; older junk beside it is cleaned.
-#[test]
-fn slot_files_survive_tmpfiles_clean() {
+/// A /tmp-like directory (mode 1777) in a fresh test directory, and an
+/// [`Env`] whose PID directory lives in it; `None` (said loudly) when
+/// systemd-tmpfiles is not installed.
+fn fake_tmp(test: &str) -> Option<(Env, std::path::PathBuf)> {
     if Command::new("systemd-tmpfiles")
         .arg("--version")
         .output()
         .is_err()
     {
-        eprintln!("SKIPPED slot_files_survive_tmpfiles_clean: systemd-tmpfiles is not installed");
-        return;
+        eprintln!("SKIPPED {test}: systemd-tmpfiles is not installed");
+        return None;
     }
     let base = Env::new();
     let faketmp = base.path("faketmp");
     std::fs::create_dir(&faketmp).unwrap();
     std::fs::set_permissions(&faketmp, std::fs::Permissions::from_mode(0o1777)).unwrap();
-    let env = base.with_pid_dir(faketmp.join("rdaemon-test"));
-    let _sweep = Sweep::new(&env);
-    let m = mark("aged");
-    let sleep = marked_sleep(&env, &m);
-    env.start("aged", &[], &[s(&sleep), "300"]);
-    let started = Instant::now();
-    let pid = marked(&m);
+    Some((base.with_pid_dir(faketmp.join("rdaemon-test")), faketmp))
+}
+
+/// Sets the access and modification times of `old` (and of a junk file it
+/// adds beside them) an hour back, waits until their change times too are
+/// older than 1 s (those cannot be set back), and runs `systemd-tmpfiles
+/// --clean` with an age of 1 s over `faketmp`; checks the junk went.
+fn clean_with_short_age(env: &Env, faketmp: &Path, old: &[std::path::PathBuf]) {
     let junk = faketmp.join("old-junk");
     std::fs::write(&junk, "x").unwrap();
-    let old = Command::new("touch")
+    let backdate = Command::new("touch")
         .args(["-a", "-m", "-d", "1 hour ago"])
         .arg(&junk)
+        .args(old)
         .status()
         .unwrap();
-    assert!(old.success());
-    let conf = env.path("aged.conf");
+    assert!(backdate.success());
+    let backdated = Instant::now();
+    let conf = env.path("tmpfiles.conf");
     std::fs::write(
         &conf,
         format!("d {} 1777 root root 1s\n", faketmp.display()),
     )
     .unwrap();
-    // The scenario itself: the daemon has lived longer than the age.
-    wait_until("the daemon outlived the 1 s age", || {
-        started.elapsed() > Duration::from_millis(2500)
+    wait_until("everything is older than the 1 s age", || {
+        backdated.elapsed() > Duration::from_millis(2500)
     });
     let clean = output_within(
-        &env,
+        env,
         Command::new("systemd-tmpfiles").arg("--clean").arg(&conf),
         DEADLINE,
     );
@@ -738,6 +765,23 @@ fn slot_files_survive_tmpfiles_clean() {
         "the clean did not run over {}",
         faketmp.display()
     );
+}
+
+/// `systemd-tmpfiles --clean` with an age shorter than the daemon's life,
+/// over a /tmp-like directory holding the PID directory: the slot's files
+/// survive and the daemon keeps its slot; older junk beside it is cleaned.
+#[test]
+fn slot_files_survive_tmpfiles_clean() {
+    let Some((env, faketmp)) = fake_tmp("slot_files_survive_tmpfiles_clean") else {
+        return;
+    };
+    let _sweep = Sweep::new(&env);
+    let m = mark("aged");
+    let sleep = marked_sleep(&env, &m);
+    env.start("aged", &[], &[s(&sleep), "300"]);
+    let pid = marked(&m);
+    // The scenario itself: the daemon outlives the age.
+    clean_with_short_age(&env, &faketmp, &[]);
     assert!(
         env.pid_file("aged", 1).exists(),
         "the PID file was cleaned away"
@@ -749,24 +793,74 @@ fn slot_files_survive_tmpfiles_clean() {
     stop(&env, "aged");
 }
 
+/// An orphaned slot (supervisor killed with SIGKILL, COMMAND ignoring the
+/// SIGTERM its death signal brings) keeps the PID directory's shared lock
+/// through COMMAND, so `systemd-tmpfiles --clean` with an age shorter than
+/// the files' leaves them alone, and a new start still finds the slot held.
+#[test]
+fn orphaned_slot_files_survive_tmpfiles_clean() {
+    let Some((env, faketmp)) = fake_tmp("orphaned_slot_files_survive_tmpfiles_clean") else {
+        return;
+    };
+    let _sweep = Sweep::new(&env);
+    let ready = env.path("trapped");
+    let m = mark("orphan-tmpfiles");
+    let script = sh_script(
+        &env,
+        &m,
+        &format!(
+            "trap '' TERM; touch {}; while :; do sleep 0.05; done",
+            s(&ready)
+        ),
+    );
+    env.start("orph", &[], &[s(&script)]);
+    wait_until("TERM trapped", || ready.exists());
+    let sup = env.read_pid("orph", 1).expect("a supervisor PID");
+    kill(sup, libc::SIGKILL);
+    wait_until("supervisor dead", || !alive(sup));
+    wait_until("slot shows orphaned", || {
+        slot1(&env, "orph").is_some_and(|s| s["state"] == "orphaned")
+    });
+    let pid_dir = faketmp.join("rdaemon-test");
+    let mut old: Vec<_> = std::fs::read_dir(&pid_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    old.push(pid_dir);
+    clean_with_short_age(&env, &faketmp, &old);
+    assert!(
+        env.pid_file("orph", 1).exists(),
+        "the orphan's PID file was cleaned away"
+    );
+    let out = env.run(["--name", "orph", "--", "true"]);
+    assert_eq!(
+        out.status.code(),
+        Some(75),
+        "a second copy started: {}",
+        stderr(&out)
+    );
+    assert_eq!(env.status(["--stop", "orph", "--timeout", "1"]), 0);
+    wait_until("orphan gone", || marked(&m).is_empty());
+}
+
 // ------------------------------------------------------ (7) long names
 
-/// A 52-character NAME in a 64-character PID directory works with
-/// `--notify` and `--watchdog` (the socket path must fit `sun_path`).
-#[test]
-fn long_name_in_long_pid_dir_works_with_notify_and_watchdog() {
+/// Starts a `--notify --watchdog` COMMAND that speaks sd_notify over
+/// `NOTIFY_SOCKET`, as NAME (`name_len` bytes) in a PID directory of
+/// `dir_len` bytes; checks the start succeeds and the slot is healthy.
+fn notify_works_with_long_paths(dir_len: usize, name_len: usize, tag: &str) {
     let base = Env::new();
     let prefix = base.tmp.path().to_str().unwrap().len() + 1;
     assert!(prefix < 60, "temp dir too long for this test: {prefix}");
-    let dir = base.tmp.path().join("d".repeat(64 - prefix));
-    assert_eq!(dir.to_str().unwrap().len(), 64);
+    let dir = base.tmp.path().join("d".repeat(dir_len - prefix));
+    assert_eq!(dir.to_str().unwrap().len(), dir_len);
     let env = base.with_pid_dir(dir);
     let _sweep = Sweep::new(&env);
-    let name = format!("worker-{}", "a".repeat(45));
-    assert_eq!(name.len(), 52);
+    let name = format!("worker-{}", "a".repeat(name_len - 7));
+    assert_eq!(name.len(), name_len);
     let worker = py_script(
         &env,
-        &mark("longname"),
+        &mark(tag),
         "import os, socket, time\n\
          addr = os.environ['NOTIFY_SOCKET']\n\
          if addr.startswith('@'):\n    addr = '\\0' + addr[1:]\n\
@@ -792,6 +886,21 @@ fn long_name_in_long_pid_dir_works_with_notify_and_watchdog() {
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(env.check(&name), 0);
     stop(&env, &name);
+}
+
+/// A 52-character NAME in a 64-character PID directory works with
+/// `--notify` and `--watchdog` (the socket path must fit `sun_path`).
+#[test]
+fn long_name_in_long_pid_dir_works_with_notify_and_watchdog() {
+    notify_works_with_long_paths(64, 52, "longname");
+}
+
+/// A 64-character NAME in a 101-byte PID directory, where not even the
+/// short hashed socket name fits `sun_path`: the socket goes to the short
+/// per-user directory instead, and `--notify` works.
+#[test]
+fn notify_works_when_the_pid_dir_is_too_long_for_a_socket() {
+    notify_works_with_long_paths(101, 64, "longdir");
 }
 
 /// The `--status` table shows the state name and COMMAND's STATUS= text;

@@ -2,6 +2,9 @@
 //! memory ceiling, signal forwarding, graceful and forced stops, output
 //! capture to a file and to syslog, and COMMAND's identity.
 
+#[cfg(feature = "etcd")]
+#[path = "common/etcd.rs"]
+mod cluster;
 mod common;
 
 use std::os::unix::net::UnixDatagram;
@@ -523,4 +526,74 @@ fn restart_signal_starts_command_afresh_in_place() {
     wait_until("one new sh", || pids_with_arg(marker).len() == 1);
     assert_eq!(env.status(["--stop", "rst"]), 0);
     assert!(pids_with_arg(marker).is_empty());
+}
+
+/// Without `--respawn`, a `--restart` whose new run exits at once is not
+/// reported as restarted: the run is `starting` until it settled, and its
+/// exit ends the supervisor (the slot is released), which `--restart`
+/// reports as the slot failing to come up.
+#[test]
+fn restart_whose_new_run_dies_at_once_is_not_restarted() {
+    let env = Env::new();
+    let flag = env.path("first-run-done");
+    let marker = "supervise-restart-dies-marker";
+    let script = format!(
+        "if [ -e {f} ]; then echo dying >&2; exit 3; fi; touch {f}; while :; do sleep 0.05; done",
+        f = flag.display()
+    );
+    env.start("rdie", &[], &["sh", "-c", &script, marker]);
+    wait_until("first run up", || flag.exists());
+    let sup = env.read_pid("rdie", 1).unwrap();
+    let out = env.run(["--restart", "rdie", "--timeout", "20"]);
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "reported restarted: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_until("supervisor gone", || !alive(sup));
+    assert!(
+        !env.pid_file("rdie", 1).exists(),
+        "the slot was not released"
+    );
+    assert!(pids_with_arg(marker).is_empty());
+}
+
+/// Under `--etcd`, a supervisor killed with SIGKILL takes COMMAND with it
+/// even when COMMAND ignores SIGTERM: its death signal is SIGKILL, because
+/// nobody can renew the cluster lease any more, and a COMMAND outliving it
+/// would overlap with another host's copy.
+#[cfg(feature = "etcd")]
+#[test]
+fn killed_supervisor_with_a_cluster_lease_takes_a_term_ignoring_command_along() {
+    let Some(etcd) = cluster::Etcd::start() else {
+        return;
+    };
+    let env = Env::new();
+    let ready = env.path("ready");
+    let marker = "sup-etcd-pdeath-marker";
+    let script = format!(
+        "trap '' TERM; touch {}; while :; do sleep 0.05; done",
+        ready.display()
+    );
+    let out = env
+        .cmd()
+        .env_remove("RDAEMON_ETCD")
+        .args(["--name", "pd", "--etcd", &etcd.url()])
+        .args(["--cluster-max-peers", "1", "--lease-ttl", "10"])
+        .args(["--stop-timeout", "1", "--", "sh", "-c", &script, marker])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_until("TERM trapped", || ready.exists());
+    let sup = env.read_pid("pd", 1).expect("a supervisor PID");
+    kill(sup, libc::SIGKILL);
+    wait_until("COMMAND killed with its supervisor", || {
+        pids_with_arg(marker).is_empty()
+    });
 }

@@ -80,6 +80,14 @@ pub struct ChildIo<'a> {
     pub stderr: Option<&'a OwnedFd>,
     /// The slot's locked descriptor, inherited on purpose (see mod.rs).
     pub lock_fd: BorrowedFd<'a>,
+    /// The descriptor holding the PID directory's shared lock, inherited
+    /// on purpose too (see mod.rs): an orphaned COMMAND keeps the slot's
+    /// files safe from /tmp cleaners.
+    pub dir_lock_fd: Option<BorrowedFd<'a>>,
+    /// The signal COMMAND gets when its supervisor dies
+    /// (`PR_SET_PDEATHSIG`): SIGTERM, or SIGKILL while a cluster lease is
+    /// held (nobody can renew the lease once the supervisor is gone).
+    pub death_signal: i32,
     /// Extra environment for this run (slot number, notify socket).
     pub extra_env: Vec<(OsString, OsString)>,
 }
@@ -91,10 +99,10 @@ pub struct ChildIo<'a> {
 /// from the child).
 ///
 /// In the child, before exec and in this order: the slot's lock descriptor
-/// is made inheritable, the umask set, the identity assumed (`--user`), the
+/// and the PID directory's lock descriptor are made inheritable, the umask set, the identity assumed (`--user`), the
 /// working directory changed (as that identity), every signal unblocked
 /// and put back to its default action (nothing the caller blocked or
-/// ignored reaches COMMAND), and `PR_SET_PDEATHSIG(SIGTERM)` set, last,
+/// ignored reaches COMMAND), and `PR_SET_PDEATHSIG(io.death_signal)` set, last,
 /// because a credential change clears it: COMMAND is told when its
 /// supervisor dies.
 pub fn spawn(spec: &ChildSpec, io: &ChildIo<'_>) -> io::Result<i32> {
@@ -123,6 +131,8 @@ pub fn spawn(spec: &ChildSpec, io: &ChildIo<'_>) -> io::Result<i32> {
         cmd.env(k, v);
     }
     let lock_fd = io.lock_fd.as_raw_fd();
+    let dir_lock_fd = io.dir_lock_fd.map(|fd| fd.as_raw_fd());
+    let death_signal = io.death_signal;
     let umask = spec.umask;
     let ident = spec.identity.as_ref().map(|id| {
         let groups: Vec<libc::gid_t> = id.groups.iter().map(|g| g.as_raw()).collect();
@@ -149,6 +159,14 @@ pub fn spawn(spec: &ChildSpec, io: &ChildIo<'_>) -> io::Result<i32> {
             if libc::fcntl(lock_fd, libc::F_SETFD, 0) < 0 {
                 return Err(io::Error::last_os_error());
             }
+            // The same for the PID directory's shared lock: while any
+            // holder of the slot lives, systemd-tmpfiles skips the
+            // directory and never ages the slot's files out.
+            if let Some(fd) = dir_lock_fd
+                && libc::fcntl(fd, libc::F_SETFD, 0) < 0
+            {
+                return Err(io::Error::last_os_error());
+            }
             if let Some(mask) = umask {
                 libc::umask(mask as libc::mode_t);
             }
@@ -165,7 +183,7 @@ pub fn spawn(spec: &ChildSpec, io: &ChildIo<'_>) -> io::Result<i32> {
                 return Err(io::Error::last_os_error());
             }
             reset_signals();
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0) < 0 {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, death_signal, 0, 0, 0) < 0 {
                 return Err(io::Error::last_os_error());
             }
             // The supervisor died before the death signal was armed.
@@ -244,4 +262,105 @@ pub fn check_dir(dir: &std::path::Path, identity: Option<&Identity>) -> Result<(
             }
         }
     }
+}
+
+/// Says why exec of COMMAND failed. An ENOENT for a file that exists
+/// means its interpreter is missing, not the file: a script's `#!`
+/// interpreter (named, read from at most the first 256 bytes; a `#!` line
+/// ending in a carriage return is called out as DOS line endings) or an
+/// executable's dynamic loader. Otherwise the error as it is.
+///
+/// Blocks only to open and read the start of a regular file (opened
+/// non-blocking, so a FIFO in its place cannot hang it).
+pub fn describe_exec_failure(spec: &ChildSpec, err: &io::Error) -> String {
+    let argv0 = spec.argv[0].to_string_lossy();
+    let plain = format!("cannot execute {argv0}: {err}");
+    if err.raw_os_error() != Some(libc::ENOENT) {
+        return plain;
+    }
+    let Some(file) = locate(spec) else {
+        return plain;
+    };
+    match interpreter_of(&file) {
+        Some(Interpreter::Script(interp)) if interp.ends_with('\r') => format!(
+            "cannot execute {argv0}: its #! interpreter {:?} was not found: the #! line ends in a carriage return (DOS line endings)",
+            interp
+        ),
+        Some(Interpreter::Script(interp)) => {
+            format!("cannot execute {argv0}: its #! interpreter {interp} was not found")
+        }
+        Some(Interpreter::Binary) => format!(
+            "cannot execute {argv0}: the file exists, but its program interpreter (dynamic loader) was not found"
+        ),
+        None => plain,
+    }
+}
+
+/// What exec would run COMMAND's file with.
+enum Interpreter {
+    /// The path on its `#!` line.
+    Script(String),
+    /// Not a script: an executable whose loader is missing.
+    Binary,
+}
+
+/// The file exec was asked to run: `argv[0]` itself when it has a slash
+/// (relative to `--chdir`, where the exec happens), else the first
+/// regular file of that name in COMMAND's `PATH`.
+fn locate(spec: &ChildSpec) -> Option<PathBuf> {
+    let argv0 = std::path::Path::new(&spec.argv[0]);
+    if spec.argv[0].as_bytes().contains(&b'/') {
+        let path = match &spec.chdir {
+            Some(dir) if argv0.is_relative() => dir.join(argv0),
+            _ => argv0.to_path_buf(),
+        };
+        return path.is_file().then_some(path);
+    }
+    let path_var = spec
+        .env
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.clone())
+        .or_else(|| std::env::var_os("PATH"))?;
+    std::env::split_paths(&path_var)
+        .map(|dir| dir.join(argv0))
+        .find(|p| p.is_file())
+}
+
+fn interpreter_of(path: &std::path::Path) -> Option<Interpreter> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .ok()?;
+    if !file.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut head = [0u8; 256];
+    let mut n = 0;
+    while n < head.len() {
+        match file.read(&mut head[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(_) => return None,
+        }
+    }
+    let head = &head[..n];
+    let Some(line) = head.strip_prefix(b"#!") else {
+        return Some(Interpreter::Binary);
+    };
+    let line = line.split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(line);
+    let interp = line
+        .trim_start_matches([' ', '\t'])
+        .split([' ', '\t'])
+        .next()
+        .unwrap_or_default();
+    if interp.is_empty() {
+        return None;
+    }
+    Some(Interpreter::Script(interp.to_string()))
 }

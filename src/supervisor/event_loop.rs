@@ -266,7 +266,7 @@ pub(super) fn run(cfg: Config, ready: &mut dyn Readiness) -> Finish {
 /// warning; with them it fails the start.
 fn open_notify_socket(cfg: &Config, index: u32) -> Result<Option<NotifySocket>, String> {
     let owner = cfg.child.identity.as_ref().map(|id| (id.uid, id.gid));
-    let bound = notify::socket_path(&cfg.pid_dir, &cfg.name, index)
+    let bound = notify::prepare_socket_path(&cfg.pid_dir, &cfg.name, index)
         .and_then(|path| NotifySocket::bind(&path, owner).map_err(|e| (path, e).into_io()));
     match bound {
         Ok(sock) => Ok(Some(sock)),
@@ -528,6 +528,15 @@ impl Supervisor<'_> {
             stdout: self.pipes.as_ref().map(|p| &p.stdout.1),
             stderr: self.pipes.as_ref().map(|p| &p.stderr.1),
             lock_fd: slot.lock_fd(),
+            dir_lock_fd: slot.dir_lock_fd(),
+            // With a cluster lease there is no grace to give: nobody can
+            // renew the lease once the supervisor is gone, so a COMMAND
+            // that outlived it could overlap with another host's copy.
+            death_signal: if self.lease.is_some() {
+                libc::SIGKILL
+            } else {
+                libc::SIGTERM
+            },
             extra_env,
         };
         let pid = match child::spawn(&self.cfg.child, &io) {
@@ -543,7 +552,7 @@ impl Supervisor<'_> {
                 }
                 return Event::SpawnFailed(StartOutcome::ExecFailed {
                     errno,
-                    message: format!("cannot execute {argv0}: {e}"),
+                    message: child::describe_exec_failure(&self.cfg.child, &e),
                 });
             }
         };

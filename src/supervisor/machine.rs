@@ -280,6 +280,12 @@ pub struct Machine {
     ready: bool,
     /// When the current back-off ends (published as `next_try_unix_ms`).
     next_try: Option<Instant>,
+    /// When the current stop sent SIGTERM (for the SIGKILL's log line).
+    term_sent: Option<Instant>,
+    /// A `--restart` asked for the next run and waits for it to come up:
+    /// that run is `starting` until it settled (or sent READY=1), so the
+    /// waiting CLI never calls a run that dies at once restarted.
+    restart_waiting: bool,
 }
 
 impl Machine {
@@ -296,6 +302,8 @@ impl Machine {
             reason: None,
             ready: false,
             next_try: None,
+            term_sent: None,
+            restart_waiting: false,
         }
     }
 
@@ -314,7 +322,7 @@ impl Machine {
                 awaiting_ready: false,
                 forking: false,
                 ..
-            } => state::Phase::Running,
+            } if !self.restart_waiting => state::Phase::Running,
             Phase::Starting { .. } => state::Phase::Starting,
             Phase::Running { .. } => state::Phase::Running,
             Phase::Stopping { .. } => state::Phase::Stopping,
@@ -505,7 +513,12 @@ impl Machine {
                     ..
                 },
                 Event::Settled,
-            ) => self.now_running(run, false, now, &mut out),
+            ) => {
+                // A restarted run was published as starting; a first one
+                // already as running.
+                let publish = std::mem::take(&mut self.restart_waiting);
+                self.now_running(run, publish, now, &mut out)
+            }
 
             // ---- readiness and the watchdog ---------------------------------
             (
@@ -674,6 +687,7 @@ impl Machine {
                 p
             }
             (Phase::Starting { run, .. } | Phase::Running { run, .. }, Event::RestartRequested) => {
+                self.restart_waiting = true;
                 out.push(Action::Log(
                     "restart requested; stopping COMMAND to start it afresh".into(),
                 ));
@@ -686,6 +700,7 @@ impl Machine {
                 )
             }
             (Phase::BackingOff { .. }, Event::RestartRequested) => {
+                self.restart_waiting = true;
                 out.push(Action::Log(
                     "restart requested; starting COMMAND now".into(),
                 ));
@@ -751,21 +766,30 @@ impl Machine {
                         } else {
                             Then::Exit(Finish::Failed)
                         };
-                        let next =
-                            self.begin_stop(Some(run), then, "cluster slot lost", now, &mut out);
-                        match next {
-                            Phase::Stopping {
-                                run,
-                                kill_at,
-                                killed,
+                        if kill_by.min(now + self.policy.stop_timeout) <= now {
+                            self.kill_at_once(Some(run), then, now, &mut out)
+                        } else {
+                            let next = self.begin_stop(
+                                Some(run),
                                 then,
-                            } => Phase::Stopping {
-                                run,
-                                kill_at: kill_at.min(kill_by),
-                                killed,
-                                then,
-                            },
-                            other => other,
+                                "cluster slot lost",
+                                now,
+                                &mut out,
+                            );
+                            match next {
+                                Phase::Stopping {
+                                    run,
+                                    kill_at,
+                                    killed,
+                                    then,
+                                } => Phase::Stopping {
+                                    run,
+                                    kill_at: kill_at.min(kill_by),
+                                    killed,
+                                    then,
+                                },
+                                other => other,
+                            }
                         }
                     }
                     Phase::Stopping {
@@ -773,16 +797,23 @@ impl Machine {
                         kill_at,
                         killed,
                         then,
-                    } => Phase::Stopping {
-                        run,
-                        kill_at: kill_at.min(kill_by),
-                        killed,
-                        then: match then {
+                    } => {
+                        let then = match then {
                             Then::Exit(f) => Then::Exit(f),
                             _ if wait => Then::WaitLease,
                             other => other.exit_anyway(Finish::Failed),
-                        },
-                    },
+                        };
+                        if !killed && kill_by <= now {
+                            self.kill_at_once(run, then, now, &mut out)
+                        } else {
+                            Phase::Stopping {
+                                run,
+                                kill_at: kill_at.min(kill_by),
+                                killed,
+                                then,
+                            }
+                        }
+                    }
                     Phase::BackingOff { .. } if wait => self.wait_for_lease(now, &mut out),
                     Phase::WaitingForLease { retry_at } => Phase::WaitingForLease { retry_at },
                     _ => self.done(Finish::Failed, &mut out),
@@ -883,9 +914,17 @@ impl Machine {
                 Event::Tick,
             ) if now >= kill_at => {
                 if !killed {
+                    let grace = self.term_sent.map_or(self.policy.stop_timeout, |t| {
+                        kill_at.saturating_duration_since(t)
+                    });
+                    let why = if grace < self.policy.stop_timeout {
+                        " before the cluster lease can expire"
+                    } else {
+                        ""
+                    };
                     out.push(Action::Log(format!(
-                        "COMMAND's process tree still running {} after SIGTERM; sending SIGKILL",
-                        secs(self.policy.stop_timeout)
+                        "COMMAND's process tree still running {} after SIGTERM; sending SIGKILL{why}",
+                        secs(grace)
                     )));
                 }
                 out.push(Action::SignalTree(libc::SIGKILL));
@@ -939,11 +978,14 @@ impl Machine {
         // The first start is told only once COMMAND did not die at once
         // (with --respawn a quick death is a failed run, not a failed
         // start: the supervisor carries on and backs off).
-        let settle = self.policy.settle
-            && self.starter_waiting
-            && self.respawn.is_none()
-            && !self.policy.notify
-            && !self.policy.forking;
+        // So is a run a `--restart` asked for (with or without --respawn,
+        // in the foreground too: the CLI waits for it), published as
+        // starting until it settled.
+        let first = self.policy.settle && self.starter_waiting && self.respawn.is_none();
+        let restarted = std::mem::take(&mut self.restart_waiting) && !self.starter_waiting;
+        let simple = !self.policy.notify && !self.policy.forking;
+        self.restart_waiting = restarted && simple;
+        let settle = (first || restarted) && simple;
         if self.policy.notify || self.policy.forking || settle {
             // Published before the settle wait (as running), so the state
             // write overlaps COMMAND's own start on the other CPU.
@@ -1000,6 +1042,7 @@ impl Machine {
             status.describe()
         )));
         self.last_exit = Some(status);
+        self.restart_waiting = false;
         let run = Run {
             main_gone: true,
             ..run
@@ -1080,6 +1123,7 @@ impl Machine {
         out: &mut Vec<Action>,
     ) -> Phase {
         self.reason = Some(reason.to_string());
+        self.term_sent = Some(now);
         out.push(Action::SignalTree(libc::SIGTERM));
         // A stopped process would not see SIGTERM until continued.
         out.push(Action::SignalTree(libc::SIGCONT));
@@ -1088,6 +1132,30 @@ impl Machine {
             run,
             kill_at: now + self.policy.stop_timeout,
             killed: false,
+            then,
+        }
+    }
+
+    /// The cluster lease can expire now (or `--stop-timeout` is 0): no
+    /// grace for SIGTERM, the tree gets SIGKILL at once, and the log says
+    /// so rather than blaming a SIGTERM that was never sent.
+    fn kill_at_once(
+        &mut self,
+        run: Option<Run>,
+        then: Then,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) -> Phase {
+        self.reason = Some("cluster slot lost".into());
+        out.push(Action::Log(
+            "no time left before the lease can expire: SIGKILL at once".into(),
+        ));
+        out.push(Action::SignalTree(libc::SIGKILL));
+        out.push(Action::Publish);
+        Phase::Stopping {
+            run,
+            kill_at: now + KILL_AGAIN,
+            killed: true,
             then,
         }
     }
@@ -1524,10 +1592,26 @@ mod tests {
     #[test]
     fn restart_request_starts_afresh_without_back_off() {
         let mut c = FakeChild::started(policy());
+        c.published.clear();
         c.send(Event::RestartRequested);
         assert!(matches!(c.m.phase(), Phase::Running { .. }));
         assert_eq!((c.m.runs(), c.m.restarts()), (2, 1));
         assert_eq!(c.tree_signals[0], TERM);
+        // The waiting CLI sees the new run as running only once it settled.
+        let after_spawn: Vec<_> = c
+            .published
+            .iter()
+            .skip_while(|p| **p != Some(state::Phase::Stopping))
+            .skip(1)
+            .collect();
+        assert_eq!(
+            after_spawn,
+            [&Some(state::Phase::Starting), &Some(state::Phase::Running)],
+            "{:?}",
+            c.published
+        );
+        // A later respawn is not held back: the restart was seen through.
+        assert!(!c.m.restart_waiting);
     }
 
     #[test]
@@ -1615,6 +1699,13 @@ mod tests {
         assert_eq!(c.m.next_deadline(), Some(kill_by), "before the stop grace");
         c.advance(Duration::from_secs(4));
         assert!(c.tree_signals.contains(&KILL));
+        assert!(
+            c.logs.iter().any(|l| l.contains(
+                "still running 4s after SIGTERM; sending SIGKILL before the cluster lease can expire"
+            )),
+            "{:?}",
+            c.logs
+        );
         assert!(matches!(c.m.phase(), Phase::WaitingForLease { .. }));
         c.reclaim_ok = false;
         c.advance(Duration::from_secs(3));
@@ -1631,6 +1722,23 @@ mod tests {
             why: "x".into(),
         });
         assert_eq!(once.exits, vec![Finish::Failed]);
+        assert_eq!(
+            once.tree_signals,
+            vec![KILL],
+            "no SIGTERM without time for it"
+        );
+        assert!(
+            once.logs
+                .iter()
+                .any(|l| l == "no time left before the lease can expire: SIGKILL at once"),
+            "{:?}",
+            once.logs
+        );
+        assert!(
+            !once.logs.iter().any(|l| l.contains("after SIGTERM")),
+            "{:?}",
+            once.logs
+        );
     }
 
     #[test]

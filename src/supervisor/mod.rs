@@ -17,7 +17,8 @@
 //! - [`tree`]: the subreaper, reaping, and signals that reach only our own
 //!   processes;
 //! - `child`: spawning COMMAND (identity, directory, signal state, death
-//!   signal, the inherited lock);
+//!   signal (SIGKILL under a cluster lease), the inherited slot and
+//!   directory locks, and why an exec failed);
 //! - [`notify`]: the sd_notify socket;
 //! - [`respawn`]: recycles, failed runs and back-off.
 //!
@@ -59,6 +60,23 @@
 //! file is reused. A death signal alone would not be enough (it reaches
 //! COMMAND, not its children), nor would the lock alone (an orphan would
 //! run on without its log and limits): together they are.
+//!
+//! COMMAND inherits the PID directory's shared lock too (the descriptor
+//! the slot holds so that systemd-tmpfiles skips the directory, see
+//! `PidDir::hold_shared`), also cleared of `FD_CLOEXEC` between fork and
+//! exec: an orphaned slot's files are as safe from /tmp cleaners as a
+//! supervised one's. Without it, a clean with a short age would delete
+//! the orphan's PID file and a new start would run a second copy.
+//!
+//! Under `--etcd` the death signal is SIGKILL, not SIGTERM: nobody can
+//! renew the cluster lease once the supervisor is gone, so a COMMAND that
+//! ignored SIGTERM would outlive the lease and overlap with another
+//! host's copy. What this does not cover: descendants of COMMAND (a
+//! death signal reaches only the direct child; processes that left
+//! COMMAND's reach by double-forking live on until `--stop` or their own
+//! end), and a supervisor that is stopped (SIGSTOP) rather than killed:
+//! it does not die, so no death signal fires, yet it renews nothing, and
+//! COMMAND runs on past the lease's expiry.
 
 mod child;
 mod event_loop;

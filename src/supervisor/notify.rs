@@ -2,7 +2,9 @@
 //!
 //! Each supervisor gives COMMAND a private datagram socket in `NOTIFY_SOCKET`
 //! (`NAME.i.notify` in the PID directory, or a short hashed name when that
-//! path would not fit `sun_path`, see [`socket_path`]; mode 0600, owned by
+//! path would not fit `sun_path`, in the PID directory or, when even that
+//! is too long, in a short per-user directory, see [`socket_path`]; mode
+//! 0600, owned by
 //! COMMAND's user), so programs that already speak sd_notify (libsystemd,
 //! `systemd-notify`, the `sd-notify` crate, Python `sdnotify`) work
 //! unchanged. A datagram is newline-separated `KEY=VALUE` assignments; the
@@ -169,25 +171,53 @@ const SUN_PATH_MAX: usize = 107;
 /// `NAME.I.notify` when that path fits `sun_path` (108 bytes), otherwise a
 /// short dot-file name from a hash of `NAME.I` (`.n` and 16 hex digits), so
 /// that every valid NAME works in any PID directory up to about 88 bytes.
-/// The name is fixed for a given NAME and slot, so a reader can compute it
-/// too. Fails when even the short name does not fit.
-pub fn socket_path(dir: &Path, name: &str, index: u32) -> io::Result<PathBuf> {
+/// For a longer PID directory, the same kind of short name (hashed from
+/// the directory too, so that two PID directories never share one) in
+/// [`fallback_dir`]; [`prepare_socket_path`] creates and vets that
+/// directory. The name is fixed for a given directory, NAME and slot, so a
+/// reader can compute it too.
+pub fn socket_path(dir: &Path, name: &str, index: u32) -> PathBuf {
     let long = dir.join(format!("{name}.{index}.notify"));
     if long.as_os_str().len() <= SUN_PATH_MAX {
-        return Ok(long);
+        return long;
     }
     let short = dir.join(format!(
         ".n{:016x}",
         fnv1a(format!("{name}.{index}").as_bytes())
     ));
     if short.as_os_str().len() <= SUN_PATH_MAX {
-        return Ok(short);
+        return short;
     }
-    Err(io::Error::other(format!(
-        "the PID directory's path is too long for a Unix socket ({} bytes; at most {} fit)",
-        dir.as_os_str().len(),
-        SUN_PATH_MAX - 19
-    )))
+    let mut key = dir.as_os_str().as_encoded_bytes().to_vec();
+    key.push(0);
+    key.extend_from_slice(format!("{name}.{index}").as_bytes());
+    fallback_dir().join(format!(".n{:016x}", fnv1a(&key)))
+}
+
+/// The short per-user directory for notification sockets that do not fit
+/// in their PID directory: `/run/rdaemon` for root, `/tmp/rdaemon-UID`
+/// otherwise (the default PID directories, whatever `RDAEMON_PID_DIR`
+/// says), under the same vetting as a PID directory.
+pub fn fallback_dir() -> PathBuf {
+    let euid = nix::unistd::geteuid();
+    if euid.is_root() {
+        PathBuf::from("/run/rdaemon")
+    } else {
+        PathBuf::from(format!("/tmp/rdaemon-{}", euid.as_raw()))
+    }
+}
+
+/// [`socket_path`], with the fallback directory created (mode 0700, or
+/// 0755 for root) and vetted like a PID directory (owner, mode, no
+/// symlinks, sticky ancestors) when the socket goes there. Errors name
+/// the directory and the cause.
+pub fn prepare_socket_path(dir: &Path, name: &str, index: u32) -> io::Result<PathBuf> {
+    let path = socket_path(dir, name, index);
+    if !path.starts_with(dir) {
+        crate::piddir::PidDir::open_or_create(&fallback_dir())
+            .map_err(|e| io::Error::other(format!("notification socket directory: {e}")))?;
+    }
+    Ok(path)
 }
 
 /// FNV-1a, 64 bits: a stable hash (unlike std's, fixed across releases).
@@ -236,18 +266,23 @@ mod tests {
     fn socket_path_fits_sun_path() {
         let dir = Path::new("/tmp/short");
         assert_eq!(
-            socket_path(dir, "mailer", 2).unwrap(),
+            socket_path(dir, "mailer", 2),
             Path::new("/tmp/short/mailer.2.notify")
         );
         let dir64 = PathBuf::from(format!("/{}", "d".repeat(63)));
         let name = "n".repeat(52);
-        let p = socket_path(&dir64, &name, 1).unwrap();
+        let p = socket_path(&dir64, &name, 1);
         assert!(p.as_os_str().len() <= SUN_PATH_MAX, "{}", p.display());
         assert!(p.starts_with(&dir64));
-        assert_ne!(p, socket_path(&dir64, &name, 2).unwrap());
-        assert_eq!(p, socket_path(&dir64, &name, 1).unwrap(), "stable");
+        assert_ne!(p, socket_path(&dir64, &name, 2));
+        assert_eq!(p, socket_path(&dir64, &name, 1), "stable");
         let huge = PathBuf::from(format!("/{}", "d".repeat(100)));
-        assert!(socket_path(&huge, "x", 1).is_err());
+        let other = PathBuf::from(format!("/{}", "e".repeat(100)));
+        let f = socket_path(&huge, &name, 1);
+        assert!(f.starts_with(fallback_dir()), "{}", f.display());
+        assert!(f.as_os_str().len() <= SUN_PATH_MAX, "{}", f.display());
+        assert_ne!(f, socket_path(&other, &name, 1), "one per PID directory");
+        assert_ne!(f, socket_path(&huge, &name, 2));
     }
 
     proptest! {
