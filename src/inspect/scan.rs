@@ -180,7 +180,8 @@ impl SlotReport {
         self.last_exit_code = st.last_exit_code;
         self.ready = st.ready;
         self.status_text = st.status_text;
-        self.reason = st.reason;
+        // A supervisor says `exit signal 15` for a run's end: in words.
+        self.reason = st.reason.map(super::reason_in_words);
         self.next_try_unix_ms = st.next_try_unix_ms;
         self.run = (st.run > 0).then_some(st.run);
         self.holder = st.mode.map(|m| match m {
@@ -353,8 +354,7 @@ pub(super) fn scan_name(dir: &PidDir, name: &str, depth: Depth) -> Result<Vec<Sl
             }
             Probe::Unknown(e) => report.detail = Some(e.to_string()),
             Probe::Held(info) => {
-                let state = SlotState::read(dir, name, index);
-                let holders = verify(&info, state.as_ref());
+                let (state, holders) = read_held(dir, name, index, &info);
                 report.state = held_state(&holders, state.as_ref());
                 report.pid = holders.supervisor;
                 report.child_pid = holders.child;
@@ -420,6 +420,38 @@ fn heartbeat_age(info: &HeldInfo, state: Option<&SlotState>) -> f64 {
         return age_since(SystemTime::UNIX_EPOCH + Duration::from_millis(ms));
     }
     age_since(info.mtime)
+}
+
+/// Reads a held slot's state file and works out who holds the slot; the
+/// state file comes back only when it belongs to the current holder (see
+/// [`state_belongs`]), else `None`, as if there were none.
+pub(super) fn read_held(
+    dir: &PidDir,
+    name: &str,
+    index: u32,
+    info: &HeldInfo,
+) -> (Option<SlotState>, Holders) {
+    let state = SlotState::read(dir, name, index);
+    let holders = verify(info, state.as_ref());
+    let state = state.filter(|st| state_belongs(st, &holders));
+    (state, holders)
+}
+
+/// Whether a held slot's state file is the current holder's. The file is
+/// a hint left by whoever wrote it last: a supervisor that gave up (a
+/// tombstone) or crashed leaves it behind, and the next locker may be
+/// anything. When a process is proven to hold the lock as the PID file's
+/// process, the file is believed only if that process wrote it (its
+/// `holder_pid`, in any of its PID namespaces). When none is (an orphan:
+/// the supervisor died while COMMAND holds the lock), the file of the dead
+/// supervisor is what says there was one: believed unless its writer is
+/// alive and holds the lock as someone else.
+fn state_belongs(st: &SlotState, holders: &Holders) -> bool {
+    match (holders.supervisor, st.holder_pid) {
+        (Some(sup), Some(writer)) => sup == writer || ns_pids(sup).contains(&writer),
+        (Some(_), None) => false,
+        (None, _) => true,
+    }
 }
 
 /// Processes proven to hold a slot.
