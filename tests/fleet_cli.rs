@@ -887,3 +887,53 @@ fn restart_of_a_slot_that_is_not_held_says_so() {
         stderr(&out)
     );
 }
+
+/// A `--foreground` supervisor that is PID 1 of its own PID namespace (a
+/// container's init) is a live holder, not an orphan; `--stop` and
+/// `--restart` refuse to signal it, saying why.
+#[test]
+fn a_supervisor_that_is_a_namespaces_init_is_seen_but_not_signalled() {
+    let probe = std::process::Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "true"])
+        .output();
+    if !probe.as_ref().is_ok_and(|o| o.status.success()) {
+        eprintln!(
+            "SKIPPED: cannot make a PID namespace here (unshare --pid: {probe:?}); \
+             the PID-1 supervisor case is untested"
+        );
+        return;
+    }
+    let env = Env::new();
+    /// Kills the namespace (unshare --kill-child takes its init along).
+    struct Namespace(std::process::Child);
+    impl Drop for Namespace {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut cmd = std::process::Command::new("unshare");
+    cmd.args(["--pid", "--fork", "--mount-proc", "--kill-child"])
+        .arg(common::bin())
+        .args(["--name", "boxed", "--foreground", "--", "sleep", "1000"])
+        .env("RDAEMON_PID_DIR", &env.pid_dir)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let ns = Namespace(cmd.spawn().unwrap());
+    wait_until("the namespaced supervisor runs", || env.check("boxed") == 0);
+    let slot = env.status_json("boxed")[0].clone();
+    assert_eq!(slot["state"], "running", "{slot}");
+    let sup = slot["pid"].as_i64().unwrap() as i32;
+    for mode in ["--stop", "--restart"] {
+        let out = env.run([mode, "boxed", "--timeout", "5"]);
+        assert_eq!(out.status.code(), Some(1), "{mode}");
+        assert!(
+            stderr(&out).contains("its supervisor is PID 1 of this PID namespace"),
+            "{mode}: {}",
+            stderr(&out)
+        );
+    }
+    assert!(alive(sup));
+    assert_eq!(env.check("boxed"), 0);
+    drop(ns);
+}

@@ -16,7 +16,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::scan::{Depth, SlotStatus, read_held, scan_name, slot_indices};
+use super::scan::{Depth, SlotStatus, is_namespace_init, read_held, scan_name, slot_indices};
 use super::wait_until;
 use crate::error::Result;
 use crate::piddir::PidDir;
@@ -237,6 +237,9 @@ fn restart_slot(
                     .into(),
             );
         }
+    }
+    if holders.supervisor.is_some_and(is_namespace_init) {
+        return Step::Skipped(super::stop::NAMESPACE_INIT.into());
     }
     let holds = |p: i32| matches!(holds_lock_on(p, info.id), Ok(true));
     let Some(supervisor) = holders.supervisor.and_then(|p| {

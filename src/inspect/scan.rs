@@ -485,19 +485,27 @@ pub(super) fn verify(info: &HeldInfo, state: Option<&SlotState>) -> Holders {
         // one in the PID file is the supervisor, and so is the verified
         // child's parent; the slot is orphaned only if there is none.
         let holders = find_lock_holders(info.id);
-        let parent = h.child.and_then(crate::proc::stat).map(|st| st.ppid);
-        h.supervisor = holders
-            .iter()
-            .copied()
-            .find(|&p| Some(p) == parent || info.pid.is_some_and(|f| ns_pids(p).contains(&f)));
         if h.child.is_none()
             && let Some(c) = state.and_then(|s| s.child_pid)
         {
+            // COMMAND by its PID in its own namespace; never PID 1 there
+            // (that is a namespace's init: the supervisor, if anyone).
             h.child = holders
                 .iter()
                 .copied()
-                .find(|&p| Some(p) != h.supervisor && ns_pids(p).contains(&c));
+                .find(|&p| ns_pids(p).contains(&c) && !is_namespace_init(p));
         }
+        let parent = h.child.and_then(crate::proc::stat).map(|st| st.ppid);
+        h.supervisor = holders.iter().copied().find(|&p| {
+            Some(p) != h.child
+                && (Some(p) == parent
+                    || info.pid.is_some_and(|f| ns_pids(p).contains(&f))
+                    // A supervisor that is PID 1 of its namespace (a
+                    // container's init) writes `1`, which no PID file
+                    // reader accepts; it holds the lock and its state
+                    // file says it holds the slot.
+                    || (state.is_some_and(|s| s.mode.is_some()) && is_namespace_init(p)))
+        });
         h.others = holders
             .into_iter()
             .filter(|&p| Some(p) != h.supervisor && Some(p) != h.child)
@@ -517,6 +525,12 @@ pub(super) fn verify(info: &HeldInfo, state: Option<&SlotState>) -> Holders {
         }
     }
     h
+}
+
+/// Whether process `pid` is PID 1 of its own (innermost) PID namespace:
+/// a container's init, which must never be signalled.
+pub(super) fn is_namespace_init(pid: i32) -> bool {
+    pid == 1 || ns_pids(pid).last() == Some(&1)
 }
 
 /// Process `pid`'s PIDs in every PID namespace it belongs to, from

@@ -8,7 +8,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-use super::scan::{child_verified, read_held, slot_indices};
+use super::scan::{child_verified, is_namespace_init, read_held, slot_indices};
 use super::{join_pids, wait_until};
 use crate::error::Result;
 use crate::piddir::PidDir;
@@ -20,6 +20,9 @@ use crate::state::Phase;
 /// supervisor needs that long to stop COMMAND itself, plus a moment to
 /// reap, release and exit.
 pub const STOP_MARGIN: Duration = Duration::from_secs(5);
+
+/// Why a peer whose supervisor is a PID namespace's init is not signalled.
+pub(super) const NAMESPACE_INIT: &str = "its supervisor is PID 1 of this PID namespace (a container's init): stop the container, or send it SIGTERM yourself";
 
 /// The grace for a peer that does not publish its `--stop-timeout`.
 const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -268,6 +271,10 @@ pub fn stop(
                 // Verify, then pin each process with a pidfd and verify
                 // again: see proc.rs for why this order is race-free.
                 let holds = |p: i32| matches!(holds_lock_on(p, info.id), Ok(true));
+                if found.supervisor.is_some_and(is_namespace_init) {
+                    outcomes.push(outcome(NAMESPACE_INIT.into()));
+                    continue;
+                }
                 let supervisor = found.supervisor.and_then(|p| pin(p, holds));
                 let sup_pid = supervisor.as_ref().map(Pidfd::pid);
                 let child = found
