@@ -61,7 +61,7 @@ pub struct Cli {
 
     /// Print the names that have slot files in the PID directory, one per
     /// line (for shell completion)
-    #[arg(long, hide = true, help_heading = "Modes")]
+    #[arg(long, help_heading = "Modes")]
     pub list_names: bool,
 
     /// Directory of the slot files [default: $RDAEMON_PID_DIR, /run/rdaemon for root,
@@ -155,7 +155,8 @@ pub struct Cli {
 
     /// Prefix every line in --log with an RFC 3339 UTC timestamp
     /// (milliseconds) and the slot: `2026-11-29T12:00:00.123Z NAME.2: text`
-    #[arg(long, help_heading = "Output")]
+    /// (not with --syslog, which stamps its own)
+    #[arg(long, conflicts_with = "syslog", help_heading = "Output")]
     pub timestamps: bool,
 
     /// The syslog socket
@@ -521,6 +522,29 @@ fn check_applicability(cmd: &clap::Command, matches: &ArgMatches) -> Result<(), 
                 spelled(cmd, matches, need)
             ));
         }
+    }
+    // A status cannot mean both "finished" and "recycle".
+    let codes = |id: &str| -> Vec<i32> {
+        matches
+            .get_many::<i32>(id)
+            .into_iter()
+            .flatten()
+            .copied()
+            .collect()
+    };
+    let recycle = codes("recycle_codes");
+    let both: Vec<String> = codes("exit_codes")
+        .into_iter()
+        .filter(|c| recycle.contains(c))
+        .map(|c| c.to_string())
+        .collect();
+    if !both.is_empty() {
+        return Err(format!(
+            "{} and {} both name {}: a status either means COMMAND finished or asks for a recycle",
+            spelled(cmd, matches, "exit_codes"),
+            spelled(cmd, matches, "recycle_codes"),
+            both.join(",")
+        ));
     }
     Ok(())
 }

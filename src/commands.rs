@@ -508,7 +508,7 @@ fn restart(cli: &Cli, name: &str) -> ExitCode {
     }
 }
 
-/// The hidden `--list-names`: one NAME per line, for shell completion.
+/// `--list-names`: one NAME per line, for shell completion.
 fn list_names(cli: &Cli) -> ExitCode {
     match inspect::names(&pid_dir(cli)) {
         Ok(names) => {

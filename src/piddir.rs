@@ -168,6 +168,58 @@ impl PidDir {
         }
     }
 
+    /// Takes the exclusive roll lock of `name`: an flock on the dot-file
+    /// `.NAME.roll` in this directory (created `O_NOFOLLOW|O_CLOEXEC`, mode
+    /// 0600; a dot-file never collides with a slot file), so that rolling
+    /// restarts of one name happen one after the other. Blocks, polling,
+    /// until the lock is free or `deadline` passes (`Ok(None)`); the lock
+    /// lasts until the returned file is closed. Errors name the file: it
+    /// cannot be created or opened (a symlink planted there, permission
+    /// denied) or locked.
+    pub fn lock_roll(
+        &self,
+        name: &str,
+        deadline: std::time::Instant,
+    ) -> Result<Option<std::fs::File>> {
+        let file_name = format!(".{name}.roll");
+        let path = self.path.join(&file_name);
+        let fd = nix::fcntl::openat(
+            self.fd(),
+            file_name.as_str(),
+            OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NOCTTY,
+            Mode::from_bits_truncate(0o600),
+        )
+        .map_err(|e| Error::io("open roll lock", &path, e.into()))?;
+        let file = std::fs::File::from(fd);
+        let meta = file
+            .metadata()
+            .map_err(|e| Error::io("examine roll lock", &path, e))?;
+        if !meta.is_file() {
+            return Err(Error::io(
+                "open roll lock",
+                &path,
+                std::io::Error::other("not a regular file"),
+            ));
+        }
+        let mut pause = std::time::Duration::from_millis(5);
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(Some(file)),
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    let now = std::time::Instant::now();
+                    if now >= deadline {
+                        return Ok(None);
+                    }
+                    std::thread::sleep(pause.min(deadline - now));
+                    pause = (pause * 2).min(std::time::Duration::from_millis(100));
+                }
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(Error::io("lock roll lock", &path, e));
+                }
+            }
+        }
+    }
+
     /// A duplicate of this handle (a second descriptor to the same directory).
     pub fn try_clone(&self) -> Result<PidDir> {
         let fd = self

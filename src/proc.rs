@@ -181,6 +181,42 @@ pub fn find_lock_holders(id: FileId) -> Vec<i32> {
         .collect()
 }
 
+/// The live descendants of process `root`, parents before their children,
+/// from one walk of `/proc`.
+pub fn descendants_of(root: i32) -> Vec<i32> {
+    let mut children: std::collections::HashMap<i32, Vec<i32>> = std::collections::HashMap::new();
+    for pid in all_pids() {
+        if let Some(st) = stat(pid) {
+            children.entry(st.ppid).or_default().push(pid);
+        }
+    }
+    let mut out = Vec::new();
+    let mut queue = children.remove(&root).unwrap_or_default();
+    while let Some(pid) = queue.pop() {
+        out.push(pid);
+        if let Some(more) = children.remove(&pid) {
+            queue.extend(more);
+        }
+    }
+    out
+}
+
+/// Whether `pid`'s chain of parents reaches `ancestor` (`pid` itself
+/// counts). Used as the proof of ownership before a signal.
+pub fn descends_from(pid: i32, ancestor: i32) -> bool {
+    let mut cur = pid;
+    for _ in 0..4096 {
+        if cur == ancestor {
+            return true;
+        }
+        match stat(cur) {
+            Some(st) if st.ppid > 0 => cur = st.ppid,
+            _ => return false,
+        }
+    }
+    false
+}
+
 /// Every process visible in `/proc` that could be a signal target
 /// (`2..=pid_max`), in directory order.
 pub fn all_pids() -> impl Iterator<Item = i32> {

@@ -73,6 +73,13 @@ pub struct SlotState {
     /// How many times COMMAND was spawned in this slot (1 for the first
     /// run); `--restart` waits for it to grow.
     pub run: u64,
+    /// The PID of the process that wrote the file (the supervisor or the
+    /// library daemon, in its own PID namespace): stamped by
+    /// [`SlotState::write`]. Readers believe the file only when this is the
+    /// process proven to hold the slot's lock; a file from an earlier
+    /// holder (a tombstone, a crash's leftover) says nothing about a later
+    /// one.
+    pub holder_pid: Option<i32>,
 }
 
 /// A slot holder's phase, as published in its state file. Readers derive
@@ -177,6 +184,7 @@ impl SlotState {
             self.stop_timeout_ms.map(|v| v.to_string()),
         );
         field("run", Some(self.run.to_string()));
+        field("holder_pid", self.holder_pid.map(|p| p.to_string()));
         out
     }
 
@@ -225,14 +233,25 @@ impl SlotState {
                 "reason" => st.reason = Some(v.chars().take(256).collect()),
                 "stop_timeout_ms" => st.stop_timeout_ms = v.parse().ok(),
                 "run" => st.run = v.parse().unwrap_or(0),
+                // PID 1 is a valid writer (a container's init), though
+                // never a signal target.
+                "holder_pid" => {
+                    st.holder_pid = v.parse::<i32>().ok().filter(|&n| (1..=max).contains(&n))
+                }
                 _ => {}
             }
         }
         st
     }
 
-    /// Publishes this state for slot `index` of `name`, atomically.
+    /// Publishes this state for slot `index` of `name`, atomically, with
+    /// `holder_pid` set to the calling process's PID (whatever the field
+    /// says: only the slot's holder writes its state file).
     pub fn write(&self, dir: &PidDir, name: &str, index: u32) -> Result<()> {
+        let stamped = SlotState {
+            holder_pid: Some(std::process::id() as i32),
+            ..self.clone()
+        };
         let final_name = state_file_name(name, index);
         // A dot file cannot collide with any slot or state file, whose names
         // start with a letter or digit.
@@ -255,7 +274,7 @@ impl SlotState {
         .map_err(|e| Error::io("create", &tmp_path, e.into()))?;
         let _ = nix::sys::stat::fchmod(&fd, Mode::from_bits_truncate(0o644));
         let mut file = File::from(fd);
-        if let Err(e) = file.write_all(self.serialize().as_bytes()) {
+        if let Err(e) = file.write_all(stamped.serialize().as_bytes()) {
             let _ = unlinkat(dir.fd(), tmp_name.as_str(), UnlinkatFlags::NoRemoveDir);
             return Err(Error::io("write", &tmp_path, e));
         }
@@ -366,6 +385,7 @@ mod tests {
             reason: Some("exit status 1".into()),
             stop_timeout_ms: Some(30_000),
             run: 3,
+            holder_pid: Some(1234),
         };
         let back = SlotState::parse(&st.serialize());
         assert!(back.answers_probes);

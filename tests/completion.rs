@@ -70,6 +70,13 @@ fn bash_completes_daemon_names_commands_and_options() {
         complete(&env, &["--pid-dir", dir, "--stop", ""]),
         ["elsewhere"]
     );
+    // The --pid-dir=DIR form, whole or broken at '=' as bash does.
+    let joined = format!("--pid-dir={dir}");
+    assert_eq!(complete(&env, &[&joined, "--stop", ""]), ["elsewhere"]);
+    assert_eq!(
+        complete(&env, &["--pid-dir", "=", dir, "--stop", ""]),
+        ["elsewhere"]
+    );
     // After --: commands (bash's own builtins and PATH), not our options.
     let commands = complete(&env, &["--name", "x", "--", "ech"]);
     assert!(commands.iter().any(|c| c == "echo"), "{commands:?}");

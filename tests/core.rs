@@ -875,3 +875,43 @@ fn slot_files_survive_age_based_cleaning() {
     );
     assert_eq!(env.check("aged"), 0);
 }
+
+/// Options that contradict each other are usage errors naming both.
+#[test]
+fn contradicting_start_options_are_usage_errors() {
+    let env = Env::new();
+    let out = env.run([
+        "--name",
+        "clash",
+        "--syslog",
+        "--timestamps",
+        "--",
+        "sleep",
+        "1000",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--timestamps") && err.contains("--syslog"),
+        "{err}"
+    );
+    let out = env.run([
+        "--name",
+        "clash",
+        "--respawn",
+        "--exit-codes",
+        "0,12",
+        "--recycle-codes",
+        "12",
+        "--",
+        "sleep",
+        "1000",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--exit-codes") && err.contains("--recycle-codes") && err.contains("12"),
+        "{err}"
+    );
+    assert_eq!(env.check("clash"), 3, "nothing was started");
+}

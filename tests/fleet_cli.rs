@@ -656,3 +656,284 @@ fn a_sigkill_by_stop_lands_in_the_real_supervisors_log() {
     assert_eq!(env.check("hard"), 3);
     assert!(!alive(sup));
 }
+
+/// A plain flock holder (no supervisor) of a slot whose state file is an
+/// old supervisor's tombstone: the file is not the holder's, so the
+/// holder is not sent the restart signal (whose default action would kill
+/// it), and `--status` does not show the dead supervisor's phase or reason.
+#[test]
+fn a_state_file_from_an_earlier_holder_is_not_believed() {
+    let env = Env::new();
+    fake::make_pid_dir(&env);
+    write_state(
+        &env,
+        "plain",
+        1,
+        "mode=supervisor\nphase=stopping\nreason=memory limit\nholder_pid=4194000\nrun=3\n",
+    );
+    let pid_file = env.pid_file("plain", 1);
+    /// Kills the holder whatever the test's outcome.
+    struct Reap(std::process::Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let holder = Reap(
+        std::process::Command::new("bash")
+            .arg("-c")
+            .arg(r#"exec 9<>"$1"; flock -n 9 || exit 1; echo $$ >&9; exec sleep 1000"#)
+            .arg("plain-holder")
+            .arg(&pid_file)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let pid = holder.0.id() as i32;
+    wait_until("the plain holder locks the slot", || {
+        env.status_json("plain")
+            .first()
+            .is_some_and(|s| s["pid"] == pid)
+    });
+    let slot = env.status_json("plain")[0].clone();
+    assert_eq!(slot["state"], "running", "{slot}");
+    let text = stdout(&env.run(["--status", "plain"]));
+    assert!(!text.contains("memory limit"), "{text}");
+    let out = env.run(["--restart", "plain", "--timeout", "5"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("plain slot 1 skipped"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        alive(pid),
+        "the restart signal reached a plain flock holder"
+    );
+    assert_eq!(env.status(["--stop", "plain", "--timeout", "5"]), 0);
+    drop(holder);
+}
+
+/// Two `--restart` rolls of one name at once: the second waits for the
+/// first, then rolls every slot again; capacity never falls below N-1.
+#[test]
+fn overlapping_restarts_take_turns_and_keep_n_minus_1_up() {
+    let env = Env::new();
+    let state = "mode=supervisor\nphase=running\nready=1\nstop_timeout_ms=1000\nrun=$run";
+    let holders: Vec<FakeHolder> = (1..=3)
+        .map(|i| FakeHolder::start(&env, "twice", i, &FakeSpec::new(&env, state)))
+        .collect();
+    let rolls: Vec<_> = (0..2)
+        .map(|_| {
+            let mut c = env.cmd();
+            c.args(["--restart", "twice", "--timeout", "20"]);
+            c.stdout(std::process::Stdio::piped());
+            c.stderr(std::process::Stdio::piped());
+            c.spawn().unwrap()
+        })
+        .collect();
+    let mut lowest = 3;
+    let mut rolls: Vec<_> = rolls.into_iter().map(Some).collect();
+    let mut outs = Vec::new();
+    common::wait_until_for(Duration::from_secs(90), "both rolls to finish", || {
+        let up = env
+            .status_json("twice")
+            .iter()
+            .filter(|s| s["state"] == "running")
+            .count();
+        lowest = lowest.min(up);
+        for r in rolls.iter_mut() {
+            if r.as_mut().is_some_and(|c| c.try_wait().unwrap().is_some()) {
+                outs.push(r.take().unwrap().wait_with_output().unwrap());
+            }
+        }
+        rolls.iter().all(Option::is_none)
+    });
+    for out in &outs {
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(out));
+    }
+    assert!(lowest >= 2, "capacity fell to {lowest}");
+    for s in env.status_json("twice") {
+        assert_eq!(s["run"], 3, "each slot restarted by each roll: {s}");
+    }
+    drop(holders);
+}
+
+/// A roll does not take a running peer down while another is out of
+/// service: a peer in back-off is restarted first (it serves nobody), and
+/// one that stays down (stopping) halts the roll, naming it.
+#[test]
+fn restart_never_takes_a_second_peer_out_of_service() {
+    let env = Env::new();
+    let up = "mode=supervisor\nphase=running\nready=1\nstop_timeout_ms=1000\nrun=$run";
+    let backoff = "mode=supervisor\nphase=backoff\nstop_timeout_ms=1000\nrun=$run";
+    let _two = FakeHolder::start(&env, "down", 2, &FakeSpec::new(&env, up));
+    let _three = FakeHolder::start(&env, "down", 3, &FakeSpec::new(&env, up));
+    let _one = FakeHolder::start(&env, "down", 1, &FakeSpec::new(&env, backoff));
+    let out = env.run(["--restart", "down", "--slot", "3", "--timeout", "20"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("slot 1 is backoff"),
+        "{}",
+        stderr(&out)
+    );
+    let got = || -> Vec<String> {
+        events(&env.path("events"))
+            .into_iter()
+            .filter(|e| !e.ends_with(" up"))
+            .collect()
+    };
+    assert!(got().is_empty(), "{:?}", got());
+    // The whole roll restarts the peer in back-off first; it comes up.
+    let out = env.run(["--restart", "down", "--timeout", "20"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        got(),
+        [
+            "1 got",
+            "1 running",
+            "2 got",
+            "2 running",
+            "3 got",
+            "3 running"
+        ]
+    );
+    // A peer that stays down: the roll halts before taking another down.
+    let stopping = "mode=supervisor\nphase=stopping\nstop_timeout_ms=1000\nrun=$run";
+    let _four = FakeHolder::start(&env, "down", 4, &FakeSpec::new(&env, stopping));
+    let out = env.run(["--restart", "down", "--timeout", "2"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("slot 4 is stopping"), "{err}");
+    assert_eq!(got().len(), 6, "{:?}", got());
+}
+
+/// A peer that is stopping already (another `--stop`, systemd's SIGTERM)
+/// gets no second SIGTERM, which would cut its grace short; it is waited
+/// for, and a SIGKILL at the end is reported.
+#[test]
+fn stop_of_a_stopping_peer_does_not_send_a_second_sigterm() {
+    let env = Env::new();
+    let state = "mode=supervisor\nphase=stopping\nstop_timeout_ms=1000\nrun=$run";
+    let holder = FakeHolder::start(&env, "grace", 1, &FakeSpec::new(&env, state));
+    let out = env.run(["--stop", "grace", "--timeout", "1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("sent SIGKILL to PID(s)"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        !events(&env.path("events")).contains(&"1 clean exit".to_string()),
+        "the stopping peer got a second SIGTERM"
+    );
+    drop(holder);
+}
+
+/// A `--stop` that has to SIGKILL a supervisor also ends the processes of
+/// its tree that hold no lock (closed every inherited descriptor, left the
+/// session): none is left behind re-parented to init.
+#[test]
+fn stop_sigkills_descendants_that_hold_no_lock() {
+    let env = Env::new();
+    let marker = "fleet-lockless-descendant";
+    env.start(
+        "deep",
+        &["--stop-timeout", "60"],
+        &[
+            "sh",
+            "-c",
+            "trap '' TERM; python3 -c 'import os,time; os.closerange(3, 65536); os.setsid(); time.sleep(1000)' \"$0\" & wait",
+            marker,
+        ],
+    );
+    wait_until("the lockless descendant runs", || {
+        pids_with_arg(marker).iter().any(|&p| {
+            std::fs::read_to_string(format!("/proc/{p}/cmdline"))
+                .is_ok_and(|c| c.contains("python"))
+        })
+    });
+    let out = env.run(["--stop", "deep", "--timeout", "1"]);
+    let left = || pids_with_arg(marker);
+    let gone = common::poll_until(Duration::from_secs(10), || left().is_empty().then_some(()));
+    for p in left() {
+        // SAFETY: kill(2) of a leftover of this test (found by its unique
+        // marker), so it cannot outlive the test.
+        unsafe { libc::kill(p, libc::SIGKILL) };
+    }
+    assert!(gone.is_some(), "left running after --stop: {:?}", left());
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("sent SIGKILL"), "{}", stderr(&out));
+}
+
+#[test]
+fn restart_of_a_slot_that_is_not_held_says_so() {
+    let env = Env::new();
+    let state = "mode=supervisor\nphase=running\nrun=$run";
+    let _one = FakeHolder::start(&env, "few", 1, &FakeSpec::new(&env, state));
+    let out = env.run(["--restart", "few", "--slot", "7"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("slot 7 is not held"),
+        "{}",
+        stderr(&out)
+    );
+    let out = env.run(["--restart", "nothing", "--slot", "7"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("slot 7 is not held"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// A `--foreground` supervisor that is PID 1 of its own PID namespace (a
+/// container's init) is a live holder, not an orphan; `--stop` and
+/// `--restart` refuse to signal it, saying why.
+#[test]
+fn a_supervisor_that_is_a_namespaces_init_is_seen_but_not_signalled() {
+    let probe = std::process::Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "true"])
+        .output();
+    if !probe.as_ref().is_ok_and(|o| o.status.success()) {
+        eprintln!(
+            "SKIPPED: cannot make a PID namespace here (unshare --pid: {probe:?}); \
+             the PID-1 supervisor case is untested"
+        );
+        return;
+    }
+    let env = Env::new();
+    /// Kills the namespace (unshare --kill-child takes its init along).
+    struct Namespace(std::process::Child);
+    impl Drop for Namespace {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut cmd = std::process::Command::new("unshare");
+    cmd.args(["--pid", "--fork", "--mount-proc", "--kill-child"])
+        .arg(common::bin())
+        .args(["--name", "boxed", "--foreground", "--", "sleep", "1000"])
+        .env("RDAEMON_PID_DIR", &env.pid_dir)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let ns = Namespace(cmd.spawn().unwrap());
+    wait_until("the namespaced supervisor runs", || env.check("boxed") == 0);
+    let slot = env.status_json("boxed")[0].clone();
+    assert_eq!(slot["state"], "running", "{slot}");
+    let sup = slot["pid"].as_i64().unwrap() as i32;
+    for mode in ["--stop", "--restart"] {
+        let out = env.run([mode, "boxed", "--timeout", "5"]);
+        assert_eq!(out.status.code(), Some(1), "{mode}");
+        assert!(
+            stderr(&out).contains("its supervisor is PID 1 of this PID namespace"),
+            "{mode}: {}",
+            stderr(&out)
+        );
+    }
+    assert!(alive(sup));
+    assert_eq!(env.check("boxed"), 0);
+    drop(ns);
+}

@@ -251,9 +251,18 @@ const BASH_NAMES: &str = r#"# Added by tests/generated_files.rs (clap_complete k
 _rdaemon_names() {
     local i dir=()
     for (( i = 1; i < COMP_CWORD; i++ )); do
-        if [[ "${COMP_WORDS[i]}" == --pid-dir ]]; then
-            dir=(--pid-dir "${COMP_WORDS[i+1]}")
-        fi
+        # --pid-dir DIR, or --pid-dir=DIR: one word, or three when bash
+        # breaks words at '=' (COMP_WORDBREAKS).
+        case "${COMP_WORDS[i]}" in
+            --pid-dir)
+                if [[ "${COMP_WORDS[i+1]}" == = ]]; then
+                    dir=(--pid-dir "${COMP_WORDS[i+2]}")
+                else
+                    dir=(--pid-dir "${COMP_WORDS[i+1]}")
+                fi
+                ;;
+            --pid-dir=*) dir=(--pid-dir "${COMP_WORDS[i]#--pid-dir=}") ;;
+        esac
     done
     "${COMP_WORDS[0]}" --list-names "${dir[@]}" 2>/dev/null
 }
@@ -288,8 +297,9 @@ const ZSH_NAMES: &str = r#"# Added by tests/generated_files.rs: the daemon names
 (( $+functions[_rdaemon_names] )) ||
 _rdaemon_names() {
     local -a names dir
-    local i=${words[(I)--pid-dir]}
+    local i=${words[(I)--pid-dir]} j=${words[(I)--pid-dir=*]}
     (( i > 0 )) && dir=(--pid-dir "${words[i+1]}")
+    (( j > i )) && dir=(--pid-dir "${words[j]#--pid-dir=}")
     names=(${(f)"$(_call_program names ${words[1]} --list-names "${dir[@]}" 2>/dev/null)"})
     _describe -t names 'daemon name' names
 }
@@ -303,6 +313,10 @@ function __rdaemon_names
     set -l dir
     set -l i (contains -i -- --pid-dir $tokens)
     and set dir --pid-dir $tokens[(math $i + 1)]
+    for t in $tokens
+        string match -q -- '--pid-dir=*' $t
+        and set dir --pid-dir (string replace -- '--pid-dir=' '' $t)
+    end
     $tokens[1] --list-names $dir 2>/dev/null
 end
 function __rdaemon_command_position

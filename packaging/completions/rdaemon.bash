@@ -177,9 +177,18 @@ _rdaemon_options() {
 _rdaemon_names() {
     local i dir=()
     for (( i = 1; i < COMP_CWORD; i++ )); do
-        if [[ "${COMP_WORDS[i]}" == --pid-dir ]]; then
-            dir=(--pid-dir "${COMP_WORDS[i+1]}")
-        fi
+        # --pid-dir DIR, or --pid-dir=DIR: one word, or three when bash
+        # breaks words at '=' (COMP_WORDBREAKS).
+        case "${COMP_WORDS[i]}" in
+            --pid-dir)
+                if [[ "${COMP_WORDS[i+1]}" == = ]]; then
+                    dir=(--pid-dir "${COMP_WORDS[i+2]}")
+                else
+                    dir=(--pid-dir "${COMP_WORDS[i+1]}")
+                fi
+                ;;
+            --pid-dir=*) dir=(--pid-dir "${COMP_WORDS[i]#--pid-dir=}") ;;
+        esac
     done
     "${COMP_WORDS[0]}" --list-names "${dir[@]}" 2>/dev/null
 }

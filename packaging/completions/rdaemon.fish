@@ -5,6 +5,10 @@ function __rdaemon_names
     set -l dir
     set -l i (contains -i -- --pid-dir $tokens)
     and set dir --pid-dir $tokens[(math $i + 1)]
+    for t in $tokens
+        string match -q -- '--pid-dir=*' $t
+        and set dir --pid-dir (string replace -- '--pid-dir=' '' $t)
+    end
     $tokens[1] --list-names $dir 2>/dev/null
 end
 function __rdaemon_command_position
@@ -52,7 +56,7 @@ complete -c rdaemon -s f -l foreground -d 'Do not detach: stay in the foreground
 complete -c rdaemon -l respawn -d 'Restart COMMAND when it exits on its own'
 complete -c rdaemon -l forking -d 'COMMAND daemonizes itself (forks and lets its first process exit): supervise the process it leaves behind'
 complete -c rdaemon -l syslog -d 'Send COMMAND\'s output and rdaemon\'s events to syslog, tagged NAME (stdout at info, stderr at err, events at notice; facility daemon)'
-complete -c rdaemon -l timestamps -d 'Prefix every line in --log with an RFC 3339 UTC timestamp (milliseconds) and the slot: `2026-11-29T12:00:00.123Z NAME.2: text`'
+complete -c rdaemon -l timestamps -d 'Prefix every line in --log with an RFC 3339 UTC timestamp (milliseconds) and the slot: `2026-11-29T12:00:00.123Z NAME.2: text` (not with --syslog, which stamps its own)'
 complete -c rdaemon -l notify -d 'Report the start only once COMMAND has sent READY=1 over $NOTIFY_SOCKET (the sd_notify protocol; every COMMAND gets a private NOTIFY_SOCKET)'
 complete -c rdaemon -s q -l quiet -d 'Say nothing when every slot is busy (cron-friendly)'
 complete -c rdaemon -s v -l verbose -d 'With --check: name every slot that is not running and why; with --stop and --restart: say what was done to each slot'

@@ -101,7 +101,7 @@ pub(super) fn why_not_running(s: &SlotReport, max_age: Option<Duration>) -> Opti
     let exit = || {
         s.reason
             .clone()
-            .or_else(|| s.last_exit.as_ref().map(|e| format!("exit {e}")))
+            .or_else(|| s.last_exit.as_deref().map(super::describe_last_exit))
     };
     Some(match s.state {
         SlotStatus::Running => {
@@ -151,7 +151,7 @@ pub(super) fn why_not_running(s: &SlotReport, max_age: Option<Duration>) -> Opti
                 let _ = write!(line, ": {r}");
             }
             if let Some(e) = &s.last_exit {
-                let _ = write!(line, " (last exit: {e})");
+                let _ = write!(line, " (last run: {})", super::describe_last_exit(e));
             }
             line
         }
@@ -334,7 +334,7 @@ mod tests {
         );
         assert_eq!(
             r.reasons[1],
-            "slot 3 failed: gave up after 5 failed runs within 60s (--max-respawns 5) (last exit: status 1)"
+            "slot 3 failed: gave up after 5 failed runs within 60s (--max-respawns 5) (last run: exit status 1)"
         );
         assert!(
             r.reasons[2].starts_with("slot 4 orphaned"),

@@ -70,3 +70,52 @@ pub(crate) fn join_pids(pids: &[i32]) -> String {
         .collect::<Vec<_>>()
         .join(", ")
 }
+
+/// A published last exit (`status 1`, `signal 15`) in words: `exit status
+/// 1`, `killed by signal 15 (SIGTERM)`. Anything else is shown as it is.
+pub(crate) fn describe_last_exit(last_exit: &str) -> String {
+    if let Some(n) = last_exit.strip_prefix("status ") {
+        return format!("exit status {n}");
+    }
+    if let Some(n) = last_exit.strip_prefix("signal ") {
+        let name = n
+            .parse::<i32>()
+            .ok()
+            .and_then(|n| nix::sys::signal::Signal::try_from(n).ok())
+            .map(|s| format!(" ({})", s.as_str()))
+            .unwrap_or_default();
+        return format!("killed by signal {n}{name}");
+    }
+    last_exit.to_string()
+}
+
+/// A published reason in words: a supervisor says `exit signal 15` for a
+/// run's end, which reads `killed by signal 15 (SIGTERM)`.
+pub(crate) fn reason_in_words(reason: String) -> String {
+    match reason.strip_prefix("exit ") {
+        Some(e) if e.starts_with("signal ") || e.starts_with("status ") => describe_last_exit(e),
+        _ => reason,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn last_exits_read_as_words() {
+        assert_eq!(super::describe_last_exit("status 1"), "exit status 1");
+        assert_eq!(
+            super::describe_last_exit("signal 15"),
+            "killed by signal 15 (SIGTERM)"
+        );
+        assert_eq!(
+            super::describe_last_exit("signal 99"),
+            "killed by signal 99"
+        );
+        assert_eq!(super::describe_last_exit("odd"), "odd");
+        assert_eq!(
+            super::reason_in_words("exit signal 9".into()),
+            "killed by signal 9 (SIGKILL)"
+        );
+        assert_eq!(super::reason_in_words("recycle".into()), "recycle");
+    }
+}

@@ -16,7 +16,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::scan::{slot_indices, verify};
+use super::scan::{Depth, SlotStatus, is_namespace_init, read_held, scan_name, slot_indices};
 use super::wait_until;
 use crate::error::Result;
 use crate::piddir::PidDir;
@@ -68,7 +68,10 @@ impl RestartOutcome {
 enum Step {
     Done(Option<i32>),
     Skipped(String),
+    /// Its supervisor was asked, and the new COMMAND did not come up.
     Failed(String),
+    /// Not asked: restarting it would take a second peer out of service.
+    Halted(String),
 }
 
 /// `--restart`: restarts NAME's peers one slot at a time (only slot `only`,
@@ -76,8 +79,18 @@ enum Step {
 /// COMMAND to run before going on; a slot whose new COMMAND does not come
 /// up within `timeout` (default: its `--stop-timeout` plus
 /// `RESTART_MARGIN`, 65 s) halts the roll, and the slots after it are left
-/// untouched. `progress` sees each outcome as it happens. Blocks for the
-/// whole roll. Errors: a bad NAME, an unsafe or unreadable directory.
+/// untouched.
+///
+/// At most one peer is out of service at a time, whoever else rolls:
+/// rolls of one NAME are serialised by an flock on `.NAME.roll` in the PID
+/// directory (a second roll waits for the first, then rolls every slot
+/// again); slots that are already out of service (backing off, starting)
+/// are restarted first; and before a running peer is taken down, every
+/// other held slot must be running (starting or backing-off ones are given
+/// the slot's wait to come up). One that stays down halts the roll, naming
+/// it. `progress` sees each outcome as it happens. Blocks for the whole
+/// roll. Errors: a bad NAME, an unsafe or unreadable directory, a roll
+/// lock that cannot be created or taken in time.
 pub fn restart(
     pid_dir: &Path,
     name: &str,
@@ -87,13 +100,46 @@ pub fn restart(
 ) -> Result<Vec<RestartOutcome>> {
     crate::name::validate(name)?;
     let Some(dir) = PidDir::open_existing(pid_dir)? else {
-        return Ok(Vec::new());
+        return Ok(only
+            .map(|i| {
+                let mut o = RestartOutcome::new(i, pid_dir.join(pid_file_name(name, i)));
+                o.problem = Some(format!("slot {i} is not held"));
+                progress(&o);
+                o
+            })
+            .into_iter()
+            .collect());
     };
-    let mut outcomes = Vec::new();
-    let indices: Vec<u32> = slot_indices(&dir, name)?
+    let all = slot_indices(&dir, name)?;
+    // Another roll of NAME may take each slot's wait; a generous bound
+    // that still cannot hang.
+    let per_slot = timeout.unwrap_or(Duration::from_secs(10) + RESTART_MARGIN);
+    let lock_deadline = Instant::now() + per_slot * (all.len() as u32 + 1);
+    let Some(_roll) = dir.lock_roll(name, lock_deadline)? else {
+        return Err(crate::error::Error::io(
+            "wait for the roll lock",
+            dir.path().join(format!(".{name}.roll")),
+            std::io::Error::other("another --restart of this name is still rolling"),
+        ));
+    };
+    let mut indices: Vec<u32> = slot_indices(&dir, name)?
         .into_iter()
         .filter(|&i| only.is_none_or(|o| o == i))
         .collect();
+    if let Some(i) = only
+        && indices.is_empty()
+    {
+        indices.push(i);
+    }
+    // Slots already out of service go first: restarting them costs no
+    // capacity, and they may be what the others would wait for.
+    let down: Vec<u32> = scan_name(&dir, name, SHALLOW)?
+        .iter()
+        .filter(|r| matches!(r.state, SlotStatus::Backoff | SlotStatus::Starting))
+        .map(|r| r.slot)
+        .collect();
+    indices.sort_by_key(|i| (!down.contains(i), *i));
+    let mut outcomes = Vec::new();
     let mut halted: Option<u32> = None;
     for index in indices {
         let pid_file = dir.path().join(pid_file_name(name, index));
@@ -109,7 +155,7 @@ pub fn restart(
             // Not a peer: nothing to restart, unless asked for this slot.
             Probe::Missing | Probe::Stale if only.is_none() => continue,
             Probe::Missing | Probe::Stale => {
-                outcome.problem = Some("no peer holds it".into());
+                outcome.problem = Some(format!("slot {index} is not held"));
                 progress(&outcome);
                 outcomes.push(outcome);
                 continue;
@@ -130,7 +176,7 @@ pub fn restart(
             }
         };
         let step = restart_slot(&dir, name, index, &info, timeout);
-        outcome.attempted = !matches!(step, Step::Skipped(_));
+        outcome.attempted = !matches!(step, Step::Skipped(_) | Step::Halted(_));
         match step {
             Step::Done(child) => {
                 outcome.restarted = true;
@@ -140,7 +186,7 @@ pub fn restart(
                 outcome.skipped = true;
                 outcome.problem = Some(why);
             }
-            Step::Failed(why) => {
+            Step::Failed(why) | Step::Halted(why) => {
                 outcome.problem = Some(why);
                 halted = Some(index);
             }
@@ -151,6 +197,23 @@ pub fn restart(
     Ok(outcomes)
 }
 
+/// A scan for the roll's decisions: states only.
+const SHALLOW: Depth = Depth {
+    heartbeats: false,
+    memory: false,
+};
+
+/// The other held slots of `name` that are out of service now: `(slot,
+/// state)`.
+fn others_down(dir: &PidDir, name: &str, index: u32) -> Vec<(u32, SlotStatus)> {
+    scan_name(dir, name, SHALLOW)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| r.slot != index && r.state.is_held() && !r.state.is_up())
+        .map(|r| (r.slot, r.state))
+        .collect()
+}
+
 fn restart_slot(
     dir: &PidDir,
     name: &str,
@@ -158,7 +221,7 @@ fn restart_slot(
     info: &slot::HeldInfo,
     timeout: Option<Duration>,
 ) -> Step {
-    let state = SlotState::read(dir, name, index);
+    let (state, holders) = read_held(dir, name, index, info);
     match state.as_ref().and_then(|s| s.mode) {
         Some(HolderMode::Supervisor) => {}
         Some(HolderMode::Library) => {
@@ -175,7 +238,9 @@ fn restart_slot(
             );
         }
     }
-    let holders = verify(info, state.as_ref());
+    if holders.supervisor.is_some_and(is_namespace_init) {
+        return Step::Skipped(super::stop::NAMESPACE_INIT.into());
+    }
     let holds = |p: i32| matches!(holds_lock_on(p, info.id), Ok(true));
     let Some(supervisor) = holders.supervisor.and_then(|p| {
         // Pin, then prove: see proc.rs.
@@ -196,6 +261,30 @@ fn restart_slot(
             .map_or(Duration::from_secs(10), Duration::from_millis)
             + RESTART_MARGIN
     });
+    // Taking a running peer down while another is down would leave two
+    // out of service: the others get the slot's wait to come up.
+    let this = own_state(dir, name, index);
+    if this == Some(SlotStatus::Stopping) {
+        return Step::Skipped("its supervisor is stopping it".into());
+    }
+    if this.is_some_and(SlotStatus::is_up) {
+        let mut down = Vec::new();
+        wait_until(Instant::now() + wait, || {
+            down = others_down(dir, name, index);
+            down.is_empty()
+        });
+        if !down.is_empty() {
+            let which = down
+                .iter()
+                .map(|(i, st)| format!("slot {i} is {}", st.as_str()))
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Step::Halted(format!(
+                "not restarted: {which}; restarting this running peer too would take two \
+                 out of service"
+            ));
+        }
+    }
     if let Err(e) = supervisor.signal(crate::signals::restart_signal()) {
         return Step::Failed(format!(
             "cannot signal its supervisor (PID {}): {e}",
@@ -203,6 +292,15 @@ fn restart_slot(
         ));
     }
     await_new_run(dir, name, index, info.id, run_before, wait)
+}
+
+/// Slot `index`'s state right now.
+fn own_state(dir: &PidDir, name: &str, index: u32) -> Option<SlotStatus> {
+    scan_name(dir, name, SHALLOW)
+        .unwrap_or_default()
+        .iter()
+        .find(|r| r.slot == index)
+        .map(|r| r.state)
 }
 
 /// Waits until slot `index`'s supervisor reports a new run of COMMAND that
@@ -242,7 +340,8 @@ fn await_new_run(
             Some(Phase::Backoff | Phase::Failed) => {
                 let exit = st
                     .reason
-                    .or(st.last_exit.map(|e| format!("exit {e}")))
+                    .map(super::reason_in_words)
+                    .or(st.last_exit.map(|e| super::describe_last_exit(&e)))
                     .unwrap_or_else(|| "it exited".into());
                 verdict = Some(Step::Failed(format!(
                     "the new COMMAND did not come up: {exit}"

@@ -180,7 +180,8 @@ impl SlotReport {
         self.last_exit_code = st.last_exit_code;
         self.ready = st.ready;
         self.status_text = st.status_text;
-        self.reason = st.reason;
+        // A supervisor says `exit signal 15` for a run's end: in words.
+        self.reason = st.reason.map(super::reason_in_words);
         self.next_try_unix_ms = st.next_try_unix_ms;
         self.run = (st.run > 0).then_some(st.run);
         self.holder = st.mode.map(|m| match m {
@@ -353,8 +354,7 @@ pub(super) fn scan_name(dir: &PidDir, name: &str, depth: Depth) -> Result<Vec<Sl
             }
             Probe::Unknown(e) => report.detail = Some(e.to_string()),
             Probe::Held(info) => {
-                let state = SlotState::read(dir, name, index);
-                let holders = verify(&info, state.as_ref());
+                let (state, holders) = read_held(dir, name, index, &info);
                 report.state = held_state(&holders, state.as_ref());
                 report.pid = holders.supervisor;
                 report.child_pid = holders.child;
@@ -422,6 +422,38 @@ fn heartbeat_age(info: &HeldInfo, state: Option<&SlotState>) -> f64 {
     age_since(info.mtime)
 }
 
+/// Reads a held slot's state file and works out who holds the slot; the
+/// state file comes back only when it belongs to the current holder (see
+/// [`state_belongs`]), else `None`, as if there were none.
+pub(super) fn read_held(
+    dir: &PidDir,
+    name: &str,
+    index: u32,
+    info: &HeldInfo,
+) -> (Option<SlotState>, Holders) {
+    let state = SlotState::read(dir, name, index);
+    let holders = verify(info, state.as_ref());
+    let state = state.filter(|st| state_belongs(st, &holders));
+    (state, holders)
+}
+
+/// Whether a held slot's state file is the current holder's. The file is
+/// a hint left by whoever wrote it last: a supervisor that gave up (a
+/// tombstone) or crashed leaves it behind, and the next locker may be
+/// anything. When a process is proven to hold the lock as the PID file's
+/// process, the file is believed only if that process wrote it (its
+/// `holder_pid`, in any of its PID namespaces). When none is (an orphan:
+/// the supervisor died while COMMAND holds the lock), the file of the dead
+/// supervisor is what says there was one: believed unless its writer is
+/// alive and holds the lock as someone else.
+fn state_belongs(st: &SlotState, holders: &Holders) -> bool {
+    match (holders.supervisor, st.holder_pid) {
+        (Some(sup), Some(writer)) => sup == writer || ns_pids(sup).contains(&writer),
+        (Some(_), None) => false,
+        (None, _) => true,
+    }
+}
+
 /// Processes proven to hold a slot.
 #[derive(Debug, Default)]
 pub(super) struct Holders {
@@ -453,19 +485,27 @@ pub(super) fn verify(info: &HeldInfo, state: Option<&SlotState>) -> Holders {
         // one in the PID file is the supervisor, and so is the verified
         // child's parent; the slot is orphaned only if there is none.
         let holders = find_lock_holders(info.id);
-        let parent = h.child.and_then(crate::proc::stat).map(|st| st.ppid);
-        h.supervisor = holders
-            .iter()
-            .copied()
-            .find(|&p| Some(p) == parent || info.pid.is_some_and(|f| ns_pids(p).contains(&f)));
         if h.child.is_none()
             && let Some(c) = state.and_then(|s| s.child_pid)
         {
+            // COMMAND by its PID in its own namespace; never PID 1 there
+            // (that is a namespace's init: the supervisor, if anyone).
             h.child = holders
                 .iter()
                 .copied()
-                .find(|&p| Some(p) != h.supervisor && ns_pids(p).contains(&c));
+                .find(|&p| ns_pids(p).contains(&c) && !is_namespace_init(p));
         }
+        let parent = h.child.and_then(crate::proc::stat).map(|st| st.ppid);
+        h.supervisor = holders.iter().copied().find(|&p| {
+            Some(p) != h.child
+                && (Some(p) == parent
+                    || info.pid.is_some_and(|f| ns_pids(p).contains(&f))
+                    // A supervisor that is PID 1 of its namespace (a
+                    // container's init) writes `1`, which no PID file
+                    // reader accepts; it holds the lock and its state
+                    // file says it holds the slot.
+                    || (state.is_some_and(|s| s.mode.is_some()) && is_namespace_init(p)))
+        });
         h.others = holders
             .into_iter()
             .filter(|&p| Some(p) != h.supervisor && Some(p) != h.child)
@@ -485,6 +525,12 @@ pub(super) fn verify(info: &HeldInfo, state: Option<&SlotState>) -> Holders {
         }
     }
     h
+}
+
+/// Whether process `pid` is PID 1 of its own (innermost) PID namespace:
+/// a container's init, which must never be signalled.
+pub(super) fn is_namespace_init(pid: i32) -> bool {
+    pid == 1 || ns_pids(pid).last() == Some(&1)
 }
 
 /// Process `pid`'s PIDs in every PID namespace it belongs to, from

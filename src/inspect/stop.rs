@@ -8,18 +8,21 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-use super::scan::{child_verified, slot_indices, verify};
+use super::scan::{child_verified, is_namespace_init, read_held, slot_indices};
 use super::{join_pids, wait_until};
 use crate::error::Result;
 use crate::piddir::PidDir;
 use crate::proc::{Pidfd, find_lock_holders, holds_lock_on};
 use crate::slot::{self, FileId, Probe, pid_file_name};
-use crate::state::SlotState;
+use crate::state::Phase;
 
 /// Added to a peer's own `--stop-timeout` for the default grace: the
 /// supervisor needs that long to stop COMMAND itself, plus a moment to
 /// reap, release and exit.
 pub const STOP_MARGIN: Duration = Duration::from_secs(5);
+
+/// Why a peer whose supervisor is a PID namespace's init is not signalled.
+pub(super) const NAMESPACE_INIT: &str = "its supervisor is PID 1 of this PID namespace (a container's init): stop the container, or send it SIGTERM yourself";
 
 /// The grace for a peer that does not publish its `--stop-timeout`.
 const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -53,6 +56,13 @@ struct Target {
     supervisor: Option<Pidfd>,
     child: Option<Pidfd>,
     others: Vec<Pidfd>,
+    /// Its state file (the holder's own) says it is stopping already: a
+    /// second SIGTERM would cut its grace short.
+    stopping: bool,
+    /// Descendants of the supervisor and COMMAND pinned at SIGKILL time
+    /// (a process that closed the inherited lock and left COMMAND's
+    /// session holds no lock, but is the peer's all the same).
+    descendants: Vec<Pidfd>,
     /// The peer's log, found among its supervisor's descriptors.
     log: Option<File>,
     killed: Vec<i32>,
@@ -77,7 +87,10 @@ impl Target {
         let mut errors = Vec::new();
         let mut sent = false;
         if let Some(p) = &self.supervisor {
-            sent |= Self::signal_one(p, libc::SIGTERM, &mut errors);
+            // A supervisor that is stopping already (another --stop, a
+            // SIGTERM from systemd) is only waited for: a second SIGTERM
+            // tells it to give up the grace.
+            sent |= self.stopping || Self::signal_one(p, libc::SIGTERM, &mut errors);
         } else {
             if let Some(c) = &self.child {
                 sent |= c.signal_group(libc::SIGTERM).is_ok()
@@ -102,6 +115,7 @@ impl Target {
     /// SIGKILL to the supervisor, COMMAND's group, and every process that
     /// holds the lock now (found afresh: COMMAND may have forked since).
     fn kill(&mut self) {
+        self.pin_descendants();
         let mut errors = Vec::new();
         let holds = |p: i32| matches!(holds_lock_on(p, self.id), Ok(true));
         let fresh: Vec<Pidfd> = find_lock_holders(self.id)
@@ -114,9 +128,12 @@ impl Target {
         {
             killed.push(c.pid());
         }
+        // Descendants first, then the holders: each is pinned, so none
+        // can be mistaken for a new process once its parent is gone.
         for p in self
-            .supervisor
+            .descendants
             .iter()
+            .chain(self.supervisor.iter())
             .chain(self.child.iter())
             .chain(self.others.iter())
             .chain(fresh.iter())
@@ -134,6 +151,37 @@ impl Target {
         if !errors.is_empty() {
             self.problem = Some(errors.join("; "));
         }
+    }
+}
+
+impl Target {
+    /// Pins every live descendant of the supervisor and of COMMAND: walks
+    /// `/proc`, opens a pidfd on each, then checks again that it descends
+    /// from the root, and that the root is still the pinned process (so
+    /// the walk was of the right tree). Adds them to `descendants`.
+    fn pin_descendants(&mut self) {
+        let roots: Vec<&Pidfd> = self
+            .supervisor
+            .iter()
+            .chain(self.child.iter())
+            .filter(|r| r.alive())
+            .collect();
+        let mut found = Vec::new();
+        for root in roots {
+            for pid in crate::proc::descendants_of(root.pid()) {
+                if self.descendants.iter().any(|d| d.pid() == pid)
+                    || found.iter().any(|d: &Pidfd| d.pid() == pid)
+                {
+                    continue;
+                }
+                if let Some(fd) = pin(pid, |p| {
+                    crate::proc::descends_from(p, root.pid()) && root.alive()
+                }) {
+                    found.push(fd);
+                }
+            }
+        }
+        self.descendants.extend(found);
     }
 }
 
@@ -213,7 +261,7 @@ pub fn stop(
         };
         match slot::probe(&dir, name, index) {
             Probe::Held(info) => {
-                let state = SlotState::read(&dir, name, index);
+                let (state, found) = read_held(&dir, name, index, &info);
                 let grace = timeout.unwrap_or_else(|| {
                     state
                         .as_ref()
@@ -223,8 +271,11 @@ pub fn stop(
                 });
                 // Verify, then pin each process with a pidfd and verify
                 // again: see proc.rs for why this order is race-free.
-                let found = verify(&info, state.as_ref());
                 let holds = |p: i32| matches!(holds_lock_on(p, info.id), Ok(true));
+                if found.supervisor.is_some_and(is_namespace_init) {
+                    outcomes.push(outcome(NAMESPACE_INIT.into()));
+                    continue;
+                }
                 let supervisor = found.supervisor.and_then(|p| pin(p, holds));
                 let sup_pid = supervisor.as_ref().map(Pidfd::pid);
                 let child = found
@@ -241,6 +292,8 @@ pub fn stop(
                     id: info.id,
                     grace,
                     log: sup_pid.and_then(|p| find_log(p, info.id)),
+                    stopping: state.as_ref().and_then(|s| s.phase) == Some(Phase::Stopping),
+                    descendants: Vec::new(),
                     supervisor,
                     child,
                     others,
@@ -302,20 +355,36 @@ pub fn stop(
     // child) may go on running after it released its slot.
     let pinned: Vec<&Pidfd> = targets
         .iter()
-        .filter(|t| t.child.is_some() && !still_held(t))
+        .filter(|t| (t.child.is_some() || !t.descendants.is_empty()) && !still_held(t))
         .flat_map(|t| {
             t.supervisor
                 .iter()
                 .chain(t.child.iter())
                 .chain(t.others.iter())
+                .chain(t.descendants.iter())
         })
         .collect();
     wait_until(Instant::now() + Duration::from_secs(2), || {
         pinned.iter().all(|p| p.exited())
     });
     for mut t in targets {
-        let stopped = !still_held(&t);
-        if stopped {
+        // A process of the peer's tree that SIGKILL did not end (it
+        // cannot be signalled, or sleeps uninterruptibly) is named.
+        let survivors: Vec<i32> = t
+            .descendants
+            .iter()
+            .filter(|d| !d.exited())
+            .map(Pidfd::pid)
+            .collect();
+        let released = !still_held(&t);
+        let stopped = released && survivors.is_empty();
+        if !survivors.is_empty() && t.problem.is_none() {
+            t.problem = Some(format!(
+                "PID(s) {} of its process tree still running after SIGKILL",
+                join_pids(&survivors)
+            ));
+        }
+        if released {
             leftovers.push(t.slot);
         }
         let mut kill_logged = false;

@@ -580,7 +580,7 @@ impl Supervisor<'_> {
         let me = std::process::id() as i32;
         if let Some(path) = &self.cfg.pidfile {
             match read_pidfile(path) {
-                Ok(pid) if tree::descends_from(pid, me) && pid != me => return Ok(pid),
+                Ok(pid) if crate::proc::descends_from(pid, me) && pid != me => return Ok(pid),
                 Ok(pid) => {
                     self.event(&format!(
                         "ignoring PID {pid} in {}: not a process of COMMAND's tree",
@@ -604,7 +604,7 @@ impl Supervisor<'_> {
         let me = std::process::id() as i32;
         let target = self
             .main_override
-            .filter(|&p| tree::descends_from(p, me))
+            .filter(|&p| crate::proc::descends_from(p, me))
             .or(self.machine.main_pid());
         if let Some(pid) = target
             && let Err(e) = tree::signal_ours(pid, sig)
@@ -877,7 +877,7 @@ impl Supervisor<'_> {
             let mut changed = false;
             if let Some(pid) = msg.main_pid {
                 match crate::pid::valid_signal_target(pid, crate::pid::pid_max()) {
-                    Some(p) if p != me && tree::descends_from(p, me) => {
+                    Some(p) if p != me && crate::proc::descends_from(p, me) => {
                         self.main_override = Some(p);
                         changed = true;
                     }

@@ -1225,7 +1225,7 @@ impl Machine {
         };
         let why = status.map_or_else(
             || "a failed run".to_string(),
-            |s| format!("exit {}", s.describe()),
+            |s| crate::inspect::describe_last_exit(&s.describe()),
         );
         match (end, rs.on_end(end, now)) {
             (RunEnd::Recycle, _) => {

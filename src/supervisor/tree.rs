@@ -26,14 +26,13 @@
 //! A supervisor that is PID 1 (a container's init) gets every orphan of
 //! its namespace anyway; it reaps them all with the same loop.
 
-use std::collections::HashMap;
 use std::io;
 
 use nix::errno::Errno;
 use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid, waitpid};
 use nix::unistd::Pid;
 
-use crate::proc::{Pidfd, stat};
+use crate::proc::{Pidfd, descendants_of, descends_from, stat};
 
 /// Becomes a child subreaper. Fails only on kernels before 3.4.
 pub fn become_subreaper() -> io::Result<()> {
@@ -96,42 +95,6 @@ pub fn reap_all() -> Vec<(i32, ExitStatus)> {
 pub fn is_empty() -> bool {
     let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
     matches!(waitid(Id::All, flags), Err(Errno::ECHILD))
-}
-
-/// The live descendants of process `root`, parents before their children,
-/// from one walk of `/proc`.
-pub fn descendants_of(root: i32) -> Vec<i32> {
-    let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
-    for pid in crate::proc::all_pids() {
-        if let Some(st) = stat(pid) {
-            children.entry(st.ppid).or_default().push(pid);
-        }
-    }
-    let mut out = Vec::new();
-    let mut queue = children.remove(&root).unwrap_or_default();
-    while let Some(pid) = queue.pop() {
-        out.push(pid);
-        if let Some(more) = children.remove(&pid) {
-            queue.extend(more);
-        }
-    }
-    out
-}
-
-/// Whether `pid`'s chain of parents reaches `ancestor` (`pid` itself
-/// counts). Used as the proof of ownership before a signal.
-pub fn descends_from(pid: i32, ancestor: i32) -> bool {
-    let mut cur = pid;
-    for _ in 0..4096 {
-        if cur == ancestor {
-            return true;
-        }
-        match stat(cur) {
-            Some(st) if st.ppid > 0 => cur = st.ppid,
-            _ => return false,
-        }
-    }
-    false
 }
 
 /// Sends `sig` to `pid`, a process of our tree, only if it provably still

@@ -37,7 +37,8 @@ pub fn write_state(env: &Env, name: &str, index: u32, text: &str) {
 
 /// A bash process holding slot `index` of `name`: it locks the PID file
 /// (through `flock` on an inherited descriptor), writes its PID, publishes
-/// `state` (one `key=value` per line; `$run` expands to its run counter),
+/// `state` (one `key=value` per line; `$run` expands to its run counter;
+/// `holder_pid=` its own PID unless `state` says otherwise),
 /// and then:
 ///
 /// - on `SIGRTMAX-2` (rdaemon's restart signal) appends `I got` to
@@ -86,6 +87,7 @@ run=1
 publish() {
     printf '%s\n' "$STATE" | sed "s/\$run/$run/g; s/^phase=.*/phase=$1/" > "$D/.$N.$I.state.tmp"
     grep -q '^phase=' "$D/.$N.$I.state.tmp" || echo "phase=$1" >> "$D/.$N.$I.state.tmp"
+    grep -q '^holder_pid=' "$D/.$N.$I.state.tmp" || echo "holder_pid=$$" >> "$D/.$N.$I.state.tmp"
     mv "$D/.$N.$I.state.tmp" "$D/$N.$I.state"
 }
 phase0=$(printf '%s\n' "$STATE" | sed -n 's/^phase=//p')
