@@ -122,7 +122,13 @@ pub(super) fn why_not_running(s: &SlotReport, max_age: Option<Duration>) -> Opti
         SlotStatus::Backoff => {
             let mut line = format!("slot {slot} backing off");
             if let Some(why) = exit() {
-                let _ = write!(line, " after {why}");
+                // "after exit status 1", "after being killed by signal 15".
+                let being = if why.starts_with("killed") {
+                    "being "
+                } else {
+                    ""
+                };
+                let _ = write!(line, " after {being}{why}");
             }
             if let Some(next) = s.next_try_unix_ms {
                 let secs = next.saturating_sub(super::now_unix_ms()).div_ceil(1000);
