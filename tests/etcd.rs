@@ -449,25 +449,10 @@ fn fleet_view_lists_every_holder() {
 
 /// `promtool check metrics` on `text`, when promtool is installed.
 fn promtool_accepts(text: &str) {
-    use std::io::Write as _;
-    use std::process::{Command, Stdio};
-    let Ok(mut child) = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-    else {
+    let Some(out) = common::promtool_check_metrics(text) else {
         eprintln!("promtool not installed: the exposition format is not checked");
         return;
     };
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success(),
         "promtool: {}{}\n{text}",

@@ -5,7 +5,6 @@
 mod common;
 mod fake;
 
-use std::io::Write as _;
 use std::process::{Command, Stdio};
 
 use common::{Env, alive, pids_with_arg, wait_until};
@@ -22,20 +21,7 @@ fn have_promtool() -> bool {
 
 /// Runs `promtool check metrics` on `text`; panics with its complaints.
 fn promtool_check_metrics(text: &str) {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run promtool");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = common::promtool_check_metrics(text).expect("run promtool");
     assert!(
         out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
         "promtool check metrics complained:\n{}{}\n--- input ---\n{text}",

@@ -229,3 +229,25 @@ pub fn read(path: &Path) -> String {
 pub fn sh(script: &str) -> Vec<String> {
     vec!["/bin/sh".into(), "-c".into(), script.into()]
 }
+
+/// Feeds `text` to `promtool check metrics` (the real Prometheus linter);
+/// its output, or `None` when promtool cannot be run.
+#[allow(dead_code)] // not every test binary checks metrics
+pub fn promtool_check_metrics(text: &str) -> Option<std::process::Output> {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .ok()?;
+    child
+        .stdin
+        .take()
+        .expect("promtool's stdin")
+        .write_all(text.as_bytes())
+        .expect("write to promtool");
+    Some(child.wait_with_output().expect("wait for promtool"))
+}
