@@ -1,10 +1,17 @@
 //! Detaching from the caller, and telling the caller the truth.
 //!
 //! ```text
-//!  caller ──fork──▶ child ──setsid, fork──▶ supervisor ──spawn──▶ COMMAND
-//!    │                 └─ exits at once          │
-//!    └──── reads the readiness pipe ◀────────────┘ one status byte + message
+//!  caller ──clone──▶ intermediate ──setsid, fork──▶ supervisor ──clone, exec──▶ COMMAND
+//!    │                 └─ exits at once                  │
+//!    └──── reads the readiness pipe ◀────────────────────┘ one status byte + message
 //! ```
+//!
+//! The double fork costs one copy of rdaemon's memory, not two: the
+//! intermediate, which only calls `setsid()` and `fork()`, borrows the
+//! caller's memory (`clone(CLONE_VM | CLONE_VFORK)`, as `vfork(2)` does,
+//! but on a stack of its own), and so does COMMAND until its exec (see
+//! `supervisor::child`). On the machines measured in BENCHMARKS.md a
+//! `fork()` costs 250 µs and more, and a start's caller waits for each.
 //!
 //! The caller returns only after the supervisor has taken its slot and
 //! COMMAND has been exec'd, so what it learns is the truth. The pipe
@@ -20,12 +27,13 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use nix::fcntl::{OFlag, open};
 use nix::sys::stat::Mode;
 use nix::sys::wait::waitpid;
-use nix::unistd::{ForkResult, chdir, fork, setsid};
+use nix::unistd::chdir;
 
 use crate::supervisor::tree::ExitStatus;
 use crate::supervisor::{Readiness, StartOutcome};
@@ -98,58 +106,201 @@ fn decode(buf: &[u8]) -> Option<StartOutcome> {
 /// there.
 ///
 /// Must be called while the process is single-threaded.
-pub fn detach(body: impl FnOnce(&mut ReadyPipe) -> i32) -> std::io::Result<StartOutcome> {
+///
+/// The intermediate process only calls `setsid()` and `fork()` and exits,
+/// so it is made with `clone(CLONE_VM | CLONE_VFORK)` on a stack of its
+/// own instead of a `fork()`: it borrows the caller's memory (the caller
+/// is suspended until it exits), and the one real copy of rdaemon's
+/// memory is the supervisor's. A `fork()` costs a few hundred
+/// microseconds here, on the path that a start's caller waits on
+/// (BENCHMARKS.md, "Start"). The supervisor, forked from the
+/// intermediate, goes on on that stack (its own copy of it: 8 MiB,
+/// reserved lazily, under a guard page), never returning into the
+/// caller's frames. One difference from a plain `fork()`: the kernel
+/// does not carry a restartable-sequences (rseq) registration over to a
+/// `CLONE_VM` child, so glibc's `sched_getcpu()` in the supervisor may
+/// answer from a stale cache; nothing in rdaemon asks it.
+pub fn detach<F>(body: F) -> std::io::Result<StartOutcome>
+where
+    F: FnOnce(&mut ReadyPipe) -> i32,
+{
     let (read_end, write_end) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
-    // SAFETY: rdaemon has started no threads at this point, so the child is
-    // an exact, consistent copy and may run arbitrary code.
-    match unsafe { fork() }? {
-        ForkResult::Parent { child } => {
-            drop(write_end);
-            let mut buf = Vec::new();
-            let read = File::from(read_end).read_to_end(&mut buf);
-            // The intermediate child exited right after its own fork, long
-            // before the supervisor reported: reaping it only now spares
-            // the caller a sleep and a wakeup on the way.
-            let _ = waitpid(child, None);
-            read?;
-            Ok(decode(&buf).unwrap_or_else(|| {
-                StartOutcome::Failed(
-                    "the supervisor exited before reporting whether COMMAND started".into(),
-                )
-            }))
+    let stack = Stack::new()?;
+    let mut hop = Hop {
+        body: Some(body),
+        read_end: read_end.as_raw_fd(),
+        write_end: write_end.as_raw_fd(),
+        failure: AtomicI32::new(0),
+    };
+    // Every signal is blocked across the clone, so that no handler of the
+    // caller ever runs in the intermediate, on the caller's memory; the
+    // supervisor starts with this mask and clears it first thing
+    // (`supervisor::run`).
+    let mut all = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+    let mut old = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: sigfillset/pthread_sigmask on local sets. The intermediate
+    // runs `hop_over::<F>` on `stack` with `hop`, both alive until clone
+    // returns, which CLONE_VFORK delays until the intermediate has exited.
+    // It makes only system calls and fork(); the supervisor it forks owns
+    // copies of both.
+    let (child, err) = unsafe {
+        libc::sigfillset(all.as_mut_ptr());
+        libc::pthread_sigmask(libc::SIG_SETMASK, all.as_ptr(), old.as_mut_ptr());
+        let child = libc::clone(
+            hop_over::<F>,
+            stack.top(),
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            (&mut hop as *mut Hop<F>).cast(),
+        );
+        let err = std::io::Error::last_os_error();
+        libc::pthread_sigmask(libc::SIG_SETMASK, old.as_ptr(), std::ptr::null_mut());
+        (child, err)
+    };
+    if child < 0 {
+        return Err(err);
+    }
+    drop(stack);
+    // The supervisor has its own copies of the closure's captures; the
+    // caller's are dropped as usual.
+    drop(hop.body.take());
+    drop(write_end);
+    let mut buf = Vec::new();
+    let read = File::from(read_end).read_to_end(&mut buf);
+    // The intermediate exited right after its fork: reaping it costs no
+    // wait.
+    let _ = waitpid(nix::unistd::Pid::from_raw(child), None);
+    let failure = hop.failure.load(Ordering::Acquire);
+    if failure != 0 {
+        let (what, errno) = (failure >> 24, failure & 0xff_ffff);
+        let err = std::io::Error::from_raw_os_error(errno);
+        let what = if what == 1 { "setsid" } else { "second fork" };
+        return Ok(StartOutcome::Failed(format!("{what} failed: {err}")));
+    }
+    read?;
+    Ok(decode(&buf).unwrap_or_else(|| {
+        StartOutcome::Failed(
+            "the supervisor exited before reporting whether COMMAND started".into(),
+        )
+    }))
+}
+
+/// What the intermediate process gets: the supervisor's body, the pipe's
+/// two ends, and where it reports its own failure (step in the high byte:
+/// 1 setsid, 2 fork; errno below).
+struct Hop<F> {
+    body: Option<F>,
+    read_end: i32,
+    write_end: i32,
+    failure: AtomicI32,
+}
+
+/// The intermediate process: a new session, the supervisor forked off,
+/// and gone. Runs on its own stack in the caller's memory, so until the
+/// fork it makes only system calls; the supervisor, after the fork, is a
+/// process of its own and runs anything.
+extern "C" fn hop_over<F>(arg: *mut libc::c_void) -> libc::c_int
+where
+    F: FnOnce(&mut ReadyPipe) -> i32,
+{
+    // SAFETY: `arg` is the `Hop` that `detach` keeps alive until this
+    // process exits (CLONE_VFORK).
+    let hop = unsafe { &mut *(arg as *mut Hop<F>) };
+    let fail = |step: i32| -> libc::c_int {
+        let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+        hop.failure
+            .store((step << 24) | (errno & 0xff_ffff), Ordering::Release);
+        // SAFETY: _exit ends only this process; the caller resumes.
+        unsafe { libc::_exit(1) }
+    };
+    // SAFETY: close and setsid are system calls on this process's own
+    // descriptor table and session.
+    unsafe {
+        // The supervisor must not hold the caller's end: the caller reads
+        // until every write end is closed.
+        libc::close(hop.read_end);
+        if libc::setsid() < 0 {
+            return fail(1);
         }
-        ForkResult::Child => {
-            drop(read_end);
-            let code = in_child(write_end, body);
-            std::process::exit(code)
+    }
+    // SAFETY: libc's fork() in a process that shares the single-threaded
+    // caller's memory while the caller is suspended: the child gets a
+    // consistent copy (libc's fork takes and resets its own locks, and
+    // records the child's thread ID in the child's copy).
+    match unsafe { libc::fork() } {
+        -1 => return fail(2),
+        0 => {}
+        // The session leader leaves; the supervisor is orphaned to init
+        // (or the nearest subreaper) and can never get a terminal.
+        // SAFETY: _exit(2) only ends this process.
+        _ => unsafe { libc::_exit(0) },
+    }
+    // The supervisor, in its own memory from here on.
+    // SAFETY: the descriptor is the pipe's write end, which this process
+    // owns from now on (its copy of the caller's descriptor table).
+    let write_end = unsafe { OwnedFd::from_raw_fd(hop.write_end) };
+    let body = hop.body.take().expect("the body is taken once");
+    let code = in_supervisor(write_end, body);
+    std::process::exit(code)
+}
+
+/// A stack for [`hop_over`]: 8 MiB of address space (the usual main
+/// thread limit, since the supervisor runs on it for good), reserved
+/// without backing and faulted in as used, with a guard page below it.
+struct Stack {
+    base: *mut libc::c_void,
+    len: usize,
+}
+
+impl Stack {
+    const LEN: usize = 8 << 20;
+
+    fn new() -> std::io::Result<Stack> {
+        // SAFETY: a fresh private anonymous mapping; nothing else uses it.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                Self::LEN,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_STACK,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
         }
+        let stack = Stack {
+            base,
+            len: Self::LEN,
+        };
+        // SAFETY: the lowest page of the mapping just made.
+        if unsafe { libc::mprotect(base, 4096, libc::PROT_NONE) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(stack)
+    }
+
+    /// The top of the stack (it grows down), 16-byte aligned.
+    fn top(&self) -> *mut libc::c_void {
+        ((self.base as usize + self.len) & !15) as *mut libc::c_void
     }
 }
 
-fn in_child(write_end: OwnedFd, body: impl FnOnce(&mut ReadyPipe) -> i32) -> i32 {
+impl Drop for Stack {
+    fn drop(&mut self) {
+        // SAFETY: unmaps this process's copy of the mapping made in new();
+        // the supervisor, a separate process, keeps its own.
+        unsafe { libc::munmap(self.base, self.len) };
+    }
+}
+
+fn in_supervisor(write_end: OwnedFd, body: impl FnOnce(&mut ReadyPipe) -> i32) -> i32 {
     let mut ready = ReadyPipe {
         file: Some(File::from(write_end)),
     };
-    fn fail(ready: &mut ReadyPipe, msg: String) -> i32 {
-        ready.report(&StartOutcome::Failed(msg));
-        1
-    }
-    if let Err(e) = setsid() {
-        return fail(&mut ready, format!("setsid failed: {e}"));
-    }
-    // SAFETY: still single-threaded (we are the child of a single-threaded
-    // process and have started nothing).
-    match unsafe { fork() } {
-        Err(e) => return fail(&mut ready, format!("second fork failed: {e}")),
-        // The session leader leaves; the supervisor is orphaned to init
-        // (or the nearest subreaper) and can never get a terminal.
-        // SAFETY: _exit(2) only ends this process; nothing of it is used
-        // after, and skipping exit handlers is the point after a fork.
-        Ok(ForkResult::Parent { .. }) => unsafe { libc::_exit(0) },
-        Ok(ForkResult::Child) => {}
-    }
     if let Err(e) = prepare_process(&ready) {
-        return fail(&mut ready, e);
+        ready.report(&StartOutcome::Failed(e));
+        return 1;
     }
     body(&mut ready)
 }

@@ -111,6 +111,55 @@ pub mod __cli {
     pub use crate::commands::run;
     pub use crate::exit_code::ExitCode;
     pub use crate::logger::init as init_logging;
+
+    /// What the binary needs of std's runtime set-up, which its C `main`
+    /// skips: descriptors 0, 1 and 2 open (on /dev/null when the caller
+    /// closed one, so that no file rdaemon opens lands there and is
+    /// written to by mistake), and SIGPIPE ignored (a closed pipe is an
+    /// error to report, not a silent death), as std does before `main`.
+    pub fn enter() {
+        let mut fds = [0, 1, 2].map(|fd| libc::pollfd {
+            fd,
+            events: 0,
+            revents: 0,
+        });
+        // SAFETY: poll on a local array of three entries.
+        let polled = unsafe { libc::poll(fds.as_mut_ptr(), 3, 0) };
+        if polled < 0 {
+            // poll can fail where fcntl cannot (a descriptor limit below
+            // 3, no memory): ask each descriptor, as std does then.
+            for pfd in &mut fds {
+                // SAFETY: F_GETFD only reads the descriptor's flags.
+                if unsafe { libc::fcntl(pfd.fd, libc::F_GETFD) } < 0
+                    && std::io::Error::last_os_error().raw_os_error() == Some(libc::EBADF)
+                {
+                    pfd.revents = libc::POLLNVAL;
+                }
+            }
+        }
+        {
+            for pfd in fds.iter().filter(|p| p.revents & libc::POLLNVAL != 0) {
+                // SAFETY: open(2) of a constant path; the descriptor is the
+                // lowest free one, `pfd.fd` itself, and stays open for good.
+                let fd = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) };
+                if fd != pfd.fd {
+                    // SAFETY: abort(3) has no preconditions; as std does
+                    // when it cannot repair a standard descriptor.
+                    unsafe { libc::abort() };
+                }
+            }
+        }
+        // SAFETY: setting a disposition to SIG_IGN has no preconditions.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    }
+
+    /// Flushes standard output (std's runtime does so after `main`) and
+    /// turns `code` into the process's exit status.
+    pub fn exit_with(code: ExitCode) -> i32 {
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        i32::from(code)
+    }
 }
 
 /// `SIGTERM` for 15, `signal 99` for what has no name.

@@ -597,3 +597,47 @@ fn killed_supervisor_with_a_cluster_lease_takes_a_term_ignoring_command_along() 
         pids_with_arg(marker).is_empty()
     });
 }
+
+/// COMMAND's environment has one entry per name, the last value winning:
+/// `--env` replaces a variable rdaemon inherited instead of adding a
+/// second entry (which `getenv` and the PATH search could read
+/// differently).
+#[test]
+fn command_environment_has_one_entry_per_name() {
+    let env = Env::new();
+    let dump = env.path("env.txt");
+    let out = env
+        .cmd()
+        .env("RDAEMON_TEST_VAR", "inherited")
+        .args(["--name", "envd", "--foreground", "--env"])
+        .arg("RDAEMON_TEST_VAR=mine")
+        .args(["--", "sh", "-c", "env > \"$0\""])
+        .arg(&dump)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let text = std::fs::read_to_string(&dump).unwrap();
+    let entries: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("RDAEMON_TEST_VAR="))
+        .collect();
+    assert_eq!(entries, ["RDAEMON_TEST_VAR=mine"], "{text}");
+}
+
+/// A file that is neither a program nor a `#!` script is not handed to
+/// /bin/sh (as execvp(3) would): the start fails with 126 and says why.
+#[test]
+fn file_without_interpreter_line_is_not_run_by_sh() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let marker = env.path("ran");
+    let script = env.path("plain.txt");
+    std::fs::write(&script, format!("touch {}\nsleep 300\n", marker.display())).unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = env.run(["--name", "plain", "--", script.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(126), "{err}");
+    assert!(err.contains("nor a script with a #! line"), "{err}");
+    assert!(!marker.exists(), "the file was run by a shell");
+    assert_eq!(env.check("plain"), 3);
+}

@@ -1,13 +1,18 @@
 //! Starting COMMAND: its process group, identity, environment, signal
 //! state, death signal and descriptors.
+//!
+//! COMMAND is started the way `posix_spawn(3)` starts a program, with a
+//! child that borrows the supervisor's memory until its exec
+//! (`clone(CLONE_VM | CLONE_VFORK)`), because `posix_spawn` itself cannot
+//! arm a death signal after a credential change. See [`spawn`] for the
+//! rules that child lives by.
 
 use std::ffi::{CString, OsString};
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use nix::unistd::{Gid, Group, Uid, User};
 
@@ -94,127 +99,441 @@ pub struct ChildIo<'a> {
 
 /// Spawns COMMAND as the leader of a new process group. Returns its PID
 /// once its exec is past the point of no return, which is before the new
-/// image is complete (see [`crate::proc::await_exec_image`]); exec
-/// failures come back as the errno (std's CLOEXEC error pipe carries it
-/// from the child).
+/// image is complete (see [`crate::proc::await_exec_image`]); a failure
+/// before or in exec comes back as a [`SpawnError`] naming the step and
+/// the errno.
 ///
-/// In the child, before exec and in this order: the slot's lock descriptor
-/// and the PID directory's lock descriptor are made inheritable, the umask set, the identity assumed (`--user`), the
-/// working directory changed (as that identity), every signal unblocked
-/// and put back to its default action (nothing the caller blocked or
-/// ignored reaches COMMAND), and `PR_SET_PDEATHSIG(io.death_signal)` set, last,
-/// because a credential change clears it: COMMAND is told when its
+/// In the child, before exec and in this order: stdio set up, the slot's
+/// lock descriptor and the PID directory's lock descriptor made
+/// inheritable, the umask set, the identity assumed (`--user`), the
+/// working directory changed (as that identity), every signal put back to
+/// its default action and then unblocked (nothing the caller blocked or
+/// ignored reaches COMMAND), and `PR_SET_PDEATHSIG(io.death_signal)` set,
+/// last, because a credential change clears it: COMMAND is told when its
 /// supervisor dies.
-pub fn spawn(spec: &ChildSpec, io: &ChildIo<'_>) -> io::Result<i32> {
-    let mut cmd = Command::new(&spec.argv[0]);
-    cmd.args(&spec.argv[1..]);
-    cmd.stdin(Stdio::null());
-    if let Some(fd) = io.stdout {
-        cmd.stdout(Stdio::from(fd.try_clone()?));
-    }
-    if let Some(fd) = io.stderr {
-        cmd.stderr(Stdio::from(fd.try_clone()?));
-    }
-    cmd.process_group(0);
-    if let Some(id) = &spec.identity {
-        cmd.env("USER", &id.user)
-            .env("LOGNAME", &id.user)
-            .env("HOME", &id.home);
-    }
-    // rdaemon's own sd_notify environment (when it runs under systemd)
-    // addresses rdaemon, never COMMAND; COMMAND gets its own in extra_env.
-    for var in ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"] {
-        cmd.env_remove(var);
-    }
-    cmd.env("RDAEMON_LOCK_FD", io.lock_fd.as_raw_fd().to_string());
-    for (k, v) in spec.env.iter().chain(io.extra_env.iter()) {
-        cmd.env(k, v);
-    }
-    let lock_fd = io.lock_fd.as_raw_fd();
-    let dir_lock_fd = io.dir_lock_fd.map(|fd| fd.as_raw_fd());
-    let death_signal = io.death_signal;
-    let umask = spec.umask;
-    let ident = spec.identity.as_ref().map(|id| {
-        let groups: Vec<libc::gid_t> = id.groups.iter().map(|g| g.as_raw()).collect();
-        (groups, id.gid.as_raw(), id.uid.as_raw())
-    });
-    let chdir = match &spec.chdir {
-        Some(dir) => Some(
-            CString::new(dir.as_os_str().as_bytes())
-                .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in --chdir"))?,
-        ),
-        None => None,
+///
+/// The child is made with `clone(CLONE_VM | CLONE_VFORK)` on a stack of
+/// its own, as glibc's and musl's `posix_spawn` do, not with `fork()`:
+/// nothing of the supervisor's memory is copied, and this thread resumes
+/// only once the child has exec'd or failed. `posix_spawn` itself cannot
+/// set a death signal or credentials in this order, and a `fork()` costs
+/// several hundred microseconds on the path that the caller of a start
+/// waits on (BENCHMARKS.md). Because the child shares the supervisor's
+/// memory, it only makes raw system calls on data prepared here (no
+/// allocation, no locks, no libc wrapper that touches other threads:
+/// glibc's `setuid()` would signal every thread of the supervisor), and
+/// every signal is blocked in this thread across the clone so that no
+/// handler of the supervisor ever runs in the child.
+pub fn spawn(spec: &ChildSpec, io: &ChildIo<'_>) -> Result<i32, SpawnError> {
+    let plan = Plan::new(spec, io)?;
+    let mut stack = vec![0u8; CHILD_STACK];
+    // SAFETY: the stack grows down on every Linux architecture rdaemon
+    // builds for; one past the end of the buffer, aligned down to 16, is
+    // its top.
+    let top = unsafe { stack.as_mut_ptr().add(stack.len()) } as usize & !15;
+    // Every signal, libc's own real-time ones included (as posix_spawn
+    // blocks them): the kernel's 64-bit set, through the raw call.
+    let all = u64::MAX;
+    let mut old = 0u64;
+    // SAFETY: sigfillset/pthread_sigmask on local sets; clone with a child
+    // function that only reads `plan` (alive until clone returns, which
+    // CLONE_VFORK makes wait for the child's exec or exit) and writes its
+    // `failure` atomically; the stack is ours and outlives the child's use
+    // of it for the same reason.
+    let pid = unsafe {
+        sigmask_raw(&all, &mut old);
+        let pid = libc::clone(
+            run_child,
+            top as *mut libc::c_void,
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            (&plan as *const Plan).cast_mut().cast(),
+        );
+        let clone_errno = std::io::Error::last_os_error();
+        sigmask_raw(&old, &mut 0);
+        if pid < 0 {
+            return Err(SpawnError {
+                step: Step::Clone,
+                errno: clone_errno.raw_os_error().unwrap_or(0),
+            });
+        }
+        pid
     };
-    // SAFETY: getpid has no preconditions.
-    let supervisor = unsafe { libc::getpid() };
-    // SAFETY: the closure runs in the forked child before exec and makes only
-    // async-signal-safe system calls (fcntl, umask, setgroups, setgid,
-    // setuid, chdir, sigprocmask, signal, prctl, getppid) on values prepared
-    // before the fork; it allocates nothing.
-    unsafe {
-        cmd.pre_exec(move || {
-            // Keep the slot's lock across exec: COMMAND holds the slot too,
-            // so the slot stays held as long as any of its tree runs, even
-            // if the supervisor is killed.
-            if libc::fcntl(lock_fd, libc::F_SETFD, 0) < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // The same for the PID directory's shared lock: while any
-            // holder of the slot lives, systemd-tmpfiles skips the
-            // directory and never ages the slot's files out.
-            if let Some(fd) = dir_lock_fd
-                && libc::fcntl(fd, libc::F_SETFD, 0) < 0
-            {
-                return Err(io::Error::last_os_error());
-            }
-            if let Some(mask) = umask {
-                libc::umask(mask as libc::mode_t);
-            }
-            if let Some((groups, gid, uid)) = &ident
-                && (libc::setgroups(groups.len(), groups.as_ptr()) < 0
-                    || libc::setgid(*gid) < 0
-                    || libc::setuid(*uid) < 0)
-            {
-                return Err(io::Error::last_os_error());
-            }
-            if let Some(dir) = &chdir
-                && libc::chdir(dir.as_ptr()) < 0
-            {
-                return Err(io::Error::last_os_error());
-            }
-            reset_signals();
-            if libc::prctl(libc::PR_SET_PDEATHSIG, death_signal, 0, 0, 0) < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // The supervisor died before the death signal was armed.
-            if libc::getppid() != supervisor {
-                return Err(io::Error::from_raw_os_error(libc::ESRCH));
-            }
-            Ok(())
-        });
+    drop(stack);
+    let failure = plan.failure.load(Ordering::Acquire);
+    if failure != 0 {
+        // The child has exited (status 127); reap it here, where its PID
+        // is known, as std's Command does after a failed exec.
+        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+        return Err(SpawnError::decode(failure));
     }
-    let child = cmd.spawn()?;
-    // The supervisor reaps with waitpid(); std's handle is not needed.
-    Ok(child.id() as i32)
+    Ok(pid)
+}
+
+/// Sets this thread's signal mask to `set` (the kernel's 64-bit set) and
+/// stores the old one in `old`.
+///
+/// # Safety
+/// Blocking signals libc keeps for itself is only for a short window
+/// around a clone, as `posix_spawn` does.
+unsafe fn sigmask_raw(set: &u64, old: &mut u64) {
+    // SAFETY: both pointers are valid for the kernel's 8-byte set.
+    unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            set as *const u64,
+            old as *mut u64,
+            8usize,
+        );
+    }
+}
+
+/// Bytes of stack for the cloned child: it runs one small function of
+/// raw system calls (glibc's `posix_spawn` gives its child 32 KiB plus
+/// the argument vector; the vectors here live on the heap).
+const CHILD_STACK: usize = 64 * 1024;
+
+/// The step of starting COMMAND that failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Creating the child process.
+    Clone,
+    /// Setting up its descriptors and process group.
+    Descriptors,
+    /// Changing to `--user`'s groups and IDs.
+    Identity,
+    /// Changing to `--chdir`.
+    Chdir,
+    /// Unblocking every signal.
+    Signals,
+    /// Arming the death signal (or the supervisor died meanwhile).
+    DeathSignal,
+    /// The exec itself.
+    Exec,
+}
+
+/// Why COMMAND could not be started: the step and its errno.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpawnError {
+    pub step: Step,
+    pub errno: i32,
+}
+
+impl SpawnError {
+    const STEPS: [Step; 7] = [
+        Step::Clone,
+        Step::Descriptors,
+        Step::Identity,
+        Step::Chdir,
+        Step::Signals,
+        Step::DeathSignal,
+        Step::Exec,
+    ];
+
+    /// The child's report: step index in the high byte, errno below.
+    fn encode(step: Step, errno: i32) -> i32 {
+        let i = Self::STEPS.iter().position(|s| *s == step).unwrap_or(0) as i32;
+        ((i + 1) << 24) | (errno & 0xff_ffff)
+    }
+
+    fn decode(v: i32) -> SpawnError {
+        let i = ((v >> 24) - 1).clamp(0, Self::STEPS.len() as i32 - 1) as usize;
+        SpawnError {
+            step: Self::STEPS[i],
+            errno: v & 0xff_ffff,
+        }
+    }
+
+    /// The error as an [`io::Error`] (its errno).
+    pub fn io(&self) -> io::Error {
+        io::Error::from_raw_os_error(self.errno)
+    }
+}
+
+/// Everything the cloned child reads, prepared before the clone: C
+/// strings and pointer vectors, descriptors, IDs.
+struct Plan {
+    /// `argv`, NULL-terminated; pointers into `_argv`.
+    argv: Vec<*const libc::c_char>,
+    _argv: Vec<CString>,
+    /// `envp`, NULL-terminated; pointers into `_envp`.
+    envp: Vec<*const libc::c_char>,
+    _envp: Vec<CString>,
+    /// The paths exec tries, in order (`execvp`'s PATH search).
+    candidates: Vec<CString>,
+    stdin: OwnedFd,
+    stdout: Option<i32>,
+    stderr: Option<i32>,
+    lock_fd: i32,
+    dir_lock_fd: Option<i32>,
+    umask: Option<libc::mode_t>,
+    ident: Option<(Vec<libc::gid_t>, libc::gid_t, libc::uid_t)>,
+    chdir: Option<CString>,
+    death_signal: i32,
+    supervisor: libc::pid_t,
+    /// Written by the child on failure: [`SpawnError::encode`].
+    failure: AtomicI32,
+}
+
+impl Plan {
+    fn new(spec: &ChildSpec, io: &ChildIo<'_>) -> Result<Plan, SpawnError> {
+        let invalid = |step| SpawnError {
+            step,
+            errno: libc::EINVAL,
+        };
+        let cstr = |b: &[u8], step| CString::new(b).map_err(|_| invalid(step));
+        let argv_c = spec
+            .argv
+            .iter()
+            .map(|a| cstr(a.as_bytes(), Step::Exec))
+            .collect::<Result<Vec<_>, _>>()?;
+        let env = child_env(spec, io);
+        let envp_c = env
+            .iter()
+            .map(|(k, v)| {
+                let mut kv = k.as_bytes().to_vec();
+                kv.push(b'=');
+                kv.extend_from_slice(v.as_bytes());
+                cstr(&kv, Step::Exec)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let path = env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "PATH")
+            .map(|(_, v)| v.clone());
+        let candidates = exec_candidates(&spec.argv[0], path.as_deref())
+            .into_iter()
+            .map(|p| cstr(&p, Step::Exec))
+            .collect::<Result<Vec<_>, _>>()?;
+        let stdin = nix::fcntl::open(
+            "/dev/null",
+            nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|e| SpawnError {
+            step: Step::Descriptors,
+            errno: e as i32,
+        })?;
+        let chdir = match &spec.chdir {
+            Some(dir) => Some(cstr(dir.as_os_str().as_bytes(), Step::Chdir)?),
+            None => None,
+        };
+        let with_null = |v: &[CString]| {
+            v.iter()
+                .map(|c| c.as_ptr())
+                .chain(std::iter::once(std::ptr::null()))
+                .collect::<Vec<_>>()
+        };
+        Ok(Plan {
+            argv: with_null(&argv_c),
+            _argv: argv_c,
+            envp: with_null(&envp_c),
+            _envp: envp_c,
+            candidates,
+            stdin,
+            stdout: io.stdout.map(|fd| fd.as_raw_fd()),
+            stderr: io.stderr.map(|fd| fd.as_raw_fd()),
+            lock_fd: io.lock_fd.as_raw_fd(),
+            dir_lock_fd: io.dir_lock_fd.map(|fd| fd.as_raw_fd()),
+            umask: spec.umask.map(|m| m as libc::mode_t),
+            ident: spec.identity.as_ref().map(|id| {
+                let groups = id.groups.iter().map(|g| g.as_raw()).collect();
+                (groups, id.gid.as_raw(), id.uid.as_raw())
+            }),
+            chdir,
+            death_signal: io.death_signal,
+            // SAFETY: getpid has no preconditions.
+            supervisor: unsafe { libc::getpid() },
+            failure: AtomicI32::new(0),
+        })
+    }
+}
+
+/// COMMAND's environment: the supervisor's, without rdaemon's own
+/// sd_notify variables (when it runs under systemd they address rdaemon,
+/// never COMMAND; COMMAND gets its own in `extra_env`), with USER, LOGNAME
+/// and HOME of `--user`, `RDAEMON_LOCK_FD`, then `--env` and the run's
+/// extra variables, later ones replacing earlier ones of the same name.
+fn child_env(spec: &ChildSpec, io: &ChildIo<'_>) -> Vec<(OsString, OsString)> {
+    let mut env: Vec<(OsString, OsString)> = Vec::new();
+    // One entry per name, the last value winning, as std's Command and
+    // getenv(3) agree on.
+    let mut set = |k: OsString, v: OsString| match env.iter_mut().find(|(have, _)| *have == k) {
+        Some(slot) => slot.1 = v,
+        None => env.push((k, v)),
+    };
+    for (k, v) in std::env::vars_os() {
+        if !["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"].contains(&k.to_str().unwrap_or("")) {
+            set(k, v);
+        }
+    }
+    if let Some(id) = &spec.identity {
+        set("USER".into(), id.user.clone().into());
+        set("LOGNAME".into(), id.user.clone().into());
+        set("HOME".into(), id.home.clone().into());
+    }
+    set(
+        "RDAEMON_LOCK_FD".into(),
+        io.lock_fd.as_raw_fd().to_string().into(),
+    );
+    for (k, v) in spec.env.iter().chain(io.extra_env.iter()) {
+        set(k.clone(), v.clone());
+    }
+    env
+}
+
+/// The files exec tries for `argv0`, as `execvp(3)` does: `argv0` itself
+/// when it contains a slash, else each directory of `path` (COMMAND's own
+/// `PATH`, or `/usr/local/bin:/usr/bin:/bin` without one) in order, an
+/// empty entry meaning the working directory.
+fn exec_candidates(argv0: &std::ffi::OsStr, path: Option<&std::ffi::OsStr>) -> Vec<Vec<u8>> {
+    let name = argv0.as_bytes();
+    if name.contains(&b'/') {
+        return vec![name.to_vec()];
+    }
+    if name.is_empty() {
+        return Vec::new();
+    }
+    let path = path.map_or(&b"/usr/local/bin:/usr/bin:/bin"[..], |p| p.as_bytes());
+    path.split(|&b| b == b':')
+        .map(|dir| {
+            let mut full = if dir.is_empty() {
+                b".".to_vec()
+            } else {
+                dir.to_vec()
+            };
+            full.push(b'/');
+            full.extend_from_slice(name);
+            full
+        })
+        .collect()
+}
+
+/// The cloned child. Shares the supervisor's memory until exec: raw
+/// system calls only, on what [`Plan`] prepared.
+extern "C" fn run_child(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the `Plan` that `spawn` keeps alive until clone
+    // returns, which CLONE_VFORK delays until this child execs or exits.
+    let plan = unsafe { &*(arg as *const Plan) };
+    let fail = |step: Step| -> libc::c_int {
+        // SAFETY: errno is read right after the failed call.
+        let errno = unsafe { *errno_location() };
+        plan.failure
+            .store(SpawnError::encode(step, errno), Ordering::Release);
+        // SAFETY: _exit ends only this process and runs nothing of the
+        // supervisor's (no atexit handlers, no buffers flushed).
+        unsafe { libc::_exit(127) }
+    };
+    // SAFETY: each call below is a system call (or a thin libc wrapper of
+    // one that touches no shared state) on descriptors, IDs and strings
+    // prepared before the clone.
+    unsafe {
+        if libc::setpgid(0, 0) < 0 {
+            return fail(Step::Descriptors);
+        }
+        let stdio = [Some(plan.stdin.as_raw_fd()), plan.stdout, plan.stderr];
+        for (target, fd) in stdio.into_iter().enumerate() {
+            if let Some(fd) = fd {
+                // dup2 onto itself would keep FD_CLOEXEC; clear it then.
+                let r = if fd == target as i32 {
+                    libc::fcntl(fd, libc::F_SETFD, 0)
+                } else {
+                    libc::dup2(fd, target as i32)
+                };
+                if r < 0 {
+                    return fail(Step::Descriptors);
+                }
+            }
+        }
+        // Keep the slot's lock across exec: COMMAND holds the slot too, so
+        // the slot stays held as long as any of its tree runs, even if the
+        // supervisor is killed. The same for the PID directory's shared
+        // lock: while any holder of the slot lives, systemd-tmpfiles skips
+        // the directory and never ages the slot's files out.
+        for fd in std::iter::once(plan.lock_fd).chain(plan.dir_lock_fd) {
+            if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                return fail(Step::Descriptors);
+            }
+        }
+        if let Some(mask) = plan.umask {
+            libc::umask(mask);
+        }
+        if let Some((groups, gid, uid)) = &plan.ident
+            && (libc::syscall(SYS_SETGROUPS, groups.len(), groups.as_ptr()) < 0
+                || libc::syscall(SYS_SETGID, *gid) < 0
+                || libc::syscall(SYS_SETUID, *uid) < 0)
+        {
+            return fail(Step::Identity);
+        }
+        if let Some(dir) = &plan.chdir
+            && libc::chdir(dir.as_ptr()) < 0
+        {
+            return fail(Step::Chdir);
+        }
+        if !reset_signals() {
+            return fail(Step::Signals);
+        }
+        if libc::prctl(libc::PR_SET_PDEATHSIG, plan.death_signal, 0, 0, 0) < 0 {
+            return fail(Step::DeathSignal);
+        }
+        // The supervisor died before the death signal was armed.
+        if libc::getppid() != plan.supervisor {
+            *errno_location() = libc::ESRCH;
+            return fail(Step::DeathSignal);
+        }
+        // execvp's rule: go on past a file that is missing or not
+        // permitted, and report EACCES if any candidate gave it.
+        let mut denied = false;
+        for path in &plan.candidates {
+            libc::execve(path.as_ptr(), plan.argv.as_ptr(), plan.envp.as_ptr());
+            match *errno_location() {
+                libc::EACCES => denied = true,
+                libc::ENOENT | libc::ENOTDIR | libc::ELOOP | libc::ENAMETOOLONG => {}
+                _ => return fail(Step::Exec),
+            }
+        }
+        *errno_location() = if denied { libc::EACCES } else { libc::ENOENT };
+        fail(Step::Exec)
+    }
+}
+
+// The credential system calls with 32-bit IDs: on 32-bit x86 and ARM the
+// plain numbers are the old 16-bit calls (libc's wrappers use these).
+#[cfg(not(any(target_arch = "x86", target_arch = "arm")))]
+use libc::{SYS_setgid as SYS_SETGID, SYS_setgroups as SYS_SETGROUPS, SYS_setuid as SYS_SETUID};
+#[cfg(any(target_arch = "x86", target_arch = "arm"))]
+use libc::{
+    SYS_setgid32 as SYS_SETGID, SYS_setgroups32 as SYS_SETGROUPS, SYS_setuid32 as SYS_SETUID,
+};
+
+/// This thread's `errno`.
+///
+/// # Safety
+/// The pointer is only valid on the calling thread.
+unsafe fn errno_location() -> *mut libc::c_int {
+    // SAFETY: both libcs return the calling thread's errno slot.
+    unsafe { libc::__errno_location() }
 }
 
 /// Unblocks every signal and gives every catchable one its default
-/// action. Async-signal-safe (used between fork and exec too).
+/// action; false when the signal mask could not be cleared.
+/// Async-signal-safe, and makes only system calls (used in the cloned
+/// child too: sigprocmask is a plain system call in glibc and musl).
 ///
 /// The raw `rt_sigaction` system call is used because libc's wrappers
 /// refuse the two real-time signals libc keeps for itself (32 and 33 with
 /// glibc), which a caller may still have left ignored. An all-zero kernel
 /// `sigaction` is SIG_DFL with no flags and an empty mask on every
 /// architecture, whatever the order of its fields.
-pub fn reset_signals() {
+pub fn reset_signals() -> bool {
     let default = [0u64; 4];
-    // SAFETY: sigemptyset/sigprocmask on a local set; rt_sigaction with a
-    // zeroed (SIG_DFL) action that outlives the call, no old action, and
-    // the kernel's sigset size; failures (SIGKILL, SIGSTOP) are ignored.
+    // SAFETY: rt_sigaction with a zeroed (SIG_DFL) action that outlives
+    // the call, no old action, and the kernel's sigset size; failures
+    // (SIGKILL, SIGSTOP) are ignored. Then rt_sigprocmask with an empty
+    // set. The actions go first: a child cloned with every signal blocked
+    // must not run one of its parent's handlers once it unblocks them.
     unsafe {
-        let mut set = std::mem::zeroed::<libc::sigset_t>();
-        libc::sigemptyset(&mut set);
-        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
         for sig in 1..=libc::SIGRTMAX() {
             if sig != libc::SIGKILL && sig != libc::SIGSTOP {
                 libc::syscall(
@@ -226,6 +545,9 @@ pub fn reset_signals() {
                 );
             }
         }
+        let mut empty = std::mem::zeroed::<libc::sigset_t>();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) == 0
     }
 }
 
@@ -264,6 +586,32 @@ pub fn check_dir(dir: &std::path::Path, identity: Option<&Identity>) -> Result<(
     }
 }
 
+/// Says why COMMAND could not be started: the step that failed, or for
+/// the exec itself, [`describe_exec_failure`].
+pub fn describe_spawn_failure(spec: &ChildSpec, err: &SpawnError) -> String {
+    let argv0 = spec.argv[0].to_string_lossy();
+    let why = err.io();
+    match err.step {
+        Step::Exec => describe_exec_failure(spec, &why),
+        Step::Clone => format!("cannot start {argv0}: cannot create its process: {why}"),
+        Step::Descriptors => {
+            format!("cannot start {argv0}: cannot set up its descriptors and process group: {why}")
+        }
+        Step::Identity => match &spec.identity {
+            Some(id) => format!("cannot start {argv0} as user {}: {why}", id.user),
+            None => format!("cannot start {argv0}: cannot change its user: {why}"),
+        },
+        Step::Chdir => match &spec.chdir {
+            Some(dir) => format!("cannot change to directory {}: {why}", dir.display()),
+            None => format!("cannot start {argv0}: {why}"),
+        },
+        Step::Signals => format!("cannot start {argv0}: cannot unblock its signals: {why}"),
+        Step::DeathSignal => {
+            format!("cannot start {argv0}: cannot arm its death signal: {why}")
+        }
+    }
+}
+
 /// Says why exec of COMMAND failed. An ENOENT for a file that exists
 /// means its interpreter is missing, not the file: a script's `#!`
 /// interpreter (named, read from at most the first 256 bytes; a `#!` line
@@ -275,6 +623,13 @@ pub fn check_dir(dir: &std::path::Path, identity: Option<&Identity>) -> Result<(
 pub fn describe_exec_failure(spec: &ChildSpec, err: &io::Error) -> String {
     let argv0 = spec.argv[0].to_string_lossy();
     let plain = format!("cannot execute {argv0}: {err}");
+    if err.raw_os_error() == Some(libc::ENOEXEC) {
+        // execvp(3) would hand such a file to /bin/sh; rdaemon, like
+        // posix_spawn(3) and systemd, runs only what the kernel can.
+        return format!(
+            "{plain}: it is neither a program for this machine nor a script with a #! line"
+        );
+    }
     if err.raw_os_error() != Some(libc::ENOENT) {
         return plain;
     }
@@ -363,4 +718,56 @@ fn interpreter_of(path: &std::path::Path) -> Option<Interpreter> {
         return None;
     }
     Some(Interpreter::Script(interp.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsStr;
+
+    fn strings(v: Vec<Vec<u8>>) -> Vec<String> {
+        v.into_iter()
+            .map(|b| String::from_utf8(b).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn exec_candidates_follow_execvp() {
+        // A slash: that file only, relative or not.
+        assert_eq!(strings(exec_candidates(OsStr::new("./w"), None)), ["./w"]);
+        assert_eq!(
+            strings(exec_candidates(
+                OsStr::new("/bin/sh"),
+                Some(OsStr::new("/x"))
+            )),
+            ["/bin/sh"]
+        );
+        // No slash: every PATH entry in order; an empty one is the
+        // working directory.
+        assert_eq!(
+            strings(exec_candidates(
+                OsStr::new("php"),
+                Some(OsStr::new("/a::/b"))
+            )),
+            ["/a/php", "./php", "/b/php"]
+        );
+        // No PATH at all: the usual default.
+        assert_eq!(
+            strings(exec_candidates(OsStr::new("sh"), None)),
+            ["/usr/local/bin/sh", "/usr/bin/sh", "/bin/sh"]
+        );
+        assert!(exec_candidates(OsStr::new(""), None).is_empty());
+    }
+
+    #[test]
+    fn spawn_errors_survive_the_shared_word() {
+        for step in SpawnError::STEPS {
+            for errno in [libc::ENOENT, libc::EACCES, libc::EPERM, libc::ESRCH, 4095] {
+                let e = SpawnError::decode(SpawnError::encode(step, errno));
+                assert_eq!(e, SpawnError { step, errno });
+            }
+        }
+        // Nothing written means no failure; the child writes non-zero.
+        assert_ne!(SpawnError::encode(Step::Clone, 0), 0);
+    }
 }

@@ -542,7 +542,6 @@ impl Supervisor<'_> {
         let pid = match child::spawn(&self.cfg.child, &io) {
             Ok(pid) => pid,
             Err(e) => {
-                let errno = e.raw_os_error().unwrap_or(0);
                 // A directory that vanished between the check and the
                 // spawn fails the same chdir: say so, not "cannot execute".
                 if let Some(dir) = &self.cfg.child.chdir
@@ -551,8 +550,8 @@ impl Supervisor<'_> {
                     return Event::SpawnFailed(StartOutcome::Failed(msg));
                 }
                 return Event::SpawnFailed(StartOutcome::ExecFailed {
-                    errno,
-                    message: child::describe_exec_failure(&self.cfg.child, &e),
+                    errno: e.errno,
+                    message: child::describe_spawn_failure(&self.cfg.child, &e),
                 });
             }
         };

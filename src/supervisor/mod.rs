@@ -16,9 +16,10 @@
 //!   events, and carries out the actions;
 //! - [`tree`]: the subreaper, reaping, and signals that reach only our own
 //!   processes;
-//! - `child`: spawning COMMAND (identity, directory, signal state, death
-//!   signal (SIGKILL under a cluster lease), the inherited slot and
-//!   directory locks, and why an exec failed);
+//! - `child`: spawning COMMAND with a `vfork`-style clone (identity,
+//!   directory, signal state, death signal (SIGKILL under a cluster
+//!   lease), the inherited slot and directory locks, and why an exec
+//!   failed);
 //! - [`notify`]: the sd_notify socket;
 //! - [`respawn`]: recycles, failed runs and back-off.
 //!
