@@ -136,16 +136,16 @@ where
     // caller ever runs in the intermediate, on the caller's memory; the
     // supervisor starts with this mask and clears it first thing
     // (`supervisor::run`).
-    let mut all = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
-    let mut old = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
-    // SAFETY: sigfillset/pthread_sigmask on local sets. The intermediate
+    // The same all-ones mask as COMMAND's spawn, libc's own signals
+    // included.
+    let mut old = 0u64;
+    // SAFETY: sigmask_raw on local sets, restored right after. The intermediate
     // runs `hop_over::<F>` on `stack` with `hop`, both alive until clone
     // returns, which CLONE_VFORK delays until the intermediate has exited.
     // It makes only system calls and fork(); the supervisor it forks owns
     // copies of both.
     let (child, err) = unsafe {
-        libc::sigfillset(all.as_mut_ptr());
-        libc::pthread_sigmask(libc::SIG_SETMASK, all.as_ptr(), old.as_mut_ptr());
+        crate::supervisor::child::sigmask_raw(&u64::MAX, &mut old);
         let child = libc::clone(
             hop_over::<F>,
             stack.top(),
@@ -153,7 +153,7 @@ where
             (&mut hop as *mut Hop<F>).cast(),
         );
         let err = std::io::Error::last_os_error();
-        libc::pthread_sigmask(libc::SIG_SETMASK, old.as_ptr(), std::ptr::null_mut());
+        crate::supervisor::child::sigmask_raw(&old, &mut 0);
         (child, err)
     };
     if child < 0 {

@@ -175,7 +175,7 @@ pub fn spawn(spec: &ChildSpec, io: &ChildIo<'_>) -> Result<i32, SpawnError> {
 /// # Safety
 /// Blocking signals libc keeps for itself is only for a short window
 /// around a clone, as `posix_spawn` does.
-unsafe fn sigmask_raw(set: &u64, old: &mut u64) {
+pub(crate) unsafe fn sigmask_raw(set: &u64, old: &mut u64) {
     // SAFETY: both pointers are valid for the kernel's 8-byte set.
     unsafe {
         libc::syscall(
@@ -551,6 +551,11 @@ pub fn reset_signals() -> bool {
     }
 }
 
+/// The one wording of a `--chdir` failure, before or in the spawn.
+fn chdir_failed(dir: &std::path::Path, why: &dyn std::fmt::Display) -> String {
+    format!("cannot change to directory {}: {why}", dir.display())
+}
+
 /// Checks `--chdir DIR` before COMMAND is spawned, so that a missing
 /// directory, a file, or one COMMAND's user may not enter fails the start
 /// with a message naming it, instead of looking like an exec failure.
@@ -558,9 +563,7 @@ pub fn reset_signals() -> bool {
 /// group, other); the chdir in the child remains the final word.
 pub fn check_dir(dir: &std::path::Path, identity: Option<&Identity>) -> Result<(), String> {
     use std::os::unix::fs::MetadataExt;
-    let fail = |why: &dyn std::fmt::Display| {
-        format!("cannot change to directory {}: {why}", dir.display())
-    };
+    let fail = |why: &dyn std::fmt::Display| chdir_failed(dir, why);
     let meta = std::fs::metadata(dir).map_err(|e| fail(&e))?;
     if !meta.is_dir() {
         return Err(fail(&"not a directory"));
@@ -602,7 +605,7 @@ pub fn describe_spawn_failure(spec: &ChildSpec, err: &SpawnError) -> String {
             None => format!("cannot start {argv0}: cannot change its user: {why}"),
         },
         Step::Chdir => match &spec.chdir {
-            Some(dir) => format!("cannot change to directory {}: {why}", dir.display()),
+            Some(dir) => chdir_failed(dir, &why),
             None => format!("cannot start {argv0}: {why}"),
         },
         Step::Signals => format!("cannot start {argv0}: cannot unblock its signals: {why}"),

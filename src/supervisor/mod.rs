@@ -79,7 +79,7 @@
 //! it does not die, so no death signal fires, yet it renews nothing, and
 //! COMMAND runs on past the lease's expiry.
 
-mod child;
+pub(crate) mod child;
 mod event_loop;
 pub mod machine;
 pub mod notify;
