@@ -41,21 +41,36 @@ mod event_loop {
     pub struct SignalSet {
         flags: Vec<(i32, Arc<AtomicBool>)>,
         wake: UnixStream,
+        waker: Arc<UnixStream>,
         ids: Vec<SigId>,
     }
 
     impl SignalSet {
-        /// Starts catching `signals`. Their default actions no longer apply.
-        pub fn install(signals: &[i32]) -> io::Result<SignalSet> {
+        /// A set that catches nothing yet: only its wake-up socket, the
+        /// part that can fail for want of descriptors. [`catch`] adds the
+        /// signals.
+        ///
+        /// [`catch`]: SignalSet::catch
+        pub fn new() -> io::Result<SignalSet> {
             let (wake, waker) = UnixStream::pair()?;
             wake.set_nonblocking(true)?;
             waker.set_nonblocking(true)?;
-            let waker = Arc::new(waker);
-            let mut flags = Vec::new();
-            let mut ids = Vec::new();
+            Ok(SignalSet {
+                flags: Vec::new(),
+                wake,
+                waker: Arc::new(waker),
+                ids: Vec::new(),
+            })
+        }
+
+        /// Starts catching `signals` too. Their default actions no longer
+        /// apply.
+        pub fn catch(&mut self, signals: &[i32]) -> io::Result<()> {
+            let waker = &self.waker;
+            let (flags, ids) = (&mut self.flags, &mut self.ids);
             for &sig in signals {
                 let flag = Arc::new(AtomicBool::new(false));
-                let (f, w) = (Arc::clone(&flag), Arc::clone(&waker));
+                let (f, w) = (Arc::clone(&flag), Arc::clone(waker));
                 // SAFETY: the action only stores to an atomic and calls send(2)
                 // with MSG_DONTWAIT on a socket it keeps alive, both
                 // async-signal-safe; it allocates nothing and takes no locks.
@@ -69,7 +84,7 @@ mod event_loop {
                 ids.push(id);
                 flags.push((sig, flag));
             }
-            Ok(SignalSet { flags, wake, ids })
+            Ok(())
         }
 
         /// The descriptor that becomes readable when a signal arrived.

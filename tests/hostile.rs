@@ -13,8 +13,8 @@
 //! or replaced, kill -9 at random points); PID namespaces.
 //!
 //! Tests that need root (chown, mount, setpriv, unshare) print a note and
-//! return when run unprivileged; so do the few that need a tool CI may not
-//! have (strace).
+//! return when run unprivileged; so do the few that need strace (which
+//! `.ci/run` installs), where it cannot be installed or may not trace.
 
 mod common;
 
@@ -1982,6 +1982,54 @@ fn injected_system_call_failures_name_the_file_and_leave_nothing() {
             0,
             &format!("a later start after {what}"),
         );
+    }
+}
+
+/// COMMAND exits while the supervisor is still installing its signal
+/// handlers (after the spawn, so that they cost nothing on the start
+/// path). strace(1) slows every `rt_sigaction` of the supervisor by 20 ms,
+/// so that `true` is surely gone by then: its SIGCHLD must still be seen
+/// (kept pending, not discarded by a disposition reset), and the run must
+/// end with COMMAND's status instead of waiting forever.
+#[test]
+fn command_exiting_while_handlers_go_in_is_noticed() {
+    const T: &str = "exit_while_arming";
+    if !have("strace") {
+        return skip(T, "strace is not installed");
+    }
+    let env = Env::new();
+    make_pid_dir(&env);
+    for (command, want) in [("exit 0", 0), ("exit 3", 3), ("kill -KILL $$", 137)] {
+        // No -f: only the supervisor (the foreground process) is slowed,
+        // not COMMAND.
+        let mut c = Command::new("strace");
+        c.args([
+            "-qq",
+            "-o",
+            "/dev/null",
+            "-e",
+            "trace=rt_sigaction",
+            "-e",
+            "inject=rt_sigaction:delay_exit=20000",
+        ])
+        .arg(bin())
+        .args([
+            "--name",
+            "arming",
+            "--foreground",
+            "--",
+            "sh",
+            "-c",
+            command,
+        ])
+        .env("RDAEMON_PID_DIR", &env.pid_dir)
+        .stdin(Stdio::null());
+        let out = output_within(c);
+        if stderr_of(&out).contains("ptrace") {
+            return skip(T, &format!("ptrace is not permitted: {}", stderr_of(&out)));
+        }
+        expect(&out, want, &format!("COMMAND `{command}` ending early"));
+        assert_eq!(env.check("arming"), 3, "{command}: the slot is free");
     }
 }
 

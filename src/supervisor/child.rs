@@ -521,18 +521,25 @@ unsafe fn errno_location() -> *mut libc::c_int {
 /// Async-signal-safe, and makes only system calls (used in the cloned
 /// child too: sigprocmask is a plain system call in glibc and musl).
 ///
+/// The actions go first: a process that had every signal blocked must
+/// not run a handler it is about to drop once it unblocks them.
+pub fn reset_signals() -> bool {
+    reset_dispositions();
+    unblock_all()
+}
+
+/// Gives every catchable signal its default action.
+///
 /// The raw `rt_sigaction` system call is used because libc's wrappers
 /// refuse the two real-time signals libc keeps for itself (32 and 33 with
 /// glibc), which a caller may still have left ignored. An all-zero kernel
 /// `sigaction` is SIG_DFL with no flags and an empty mask on every
 /// architecture, whatever the order of its fields.
-pub fn reset_signals() -> bool {
+pub fn reset_dispositions() {
     let default = [0u64; 4];
     // SAFETY: rt_sigaction with a zeroed (SIG_DFL) action that outlives
     // the call, no old action, and the kernel's sigset size; failures
-    // (SIGKILL, SIGSTOP) are ignored. Then rt_sigprocmask with an empty
-    // set. The actions go first: a child cloned with every signal blocked
-    // must not run one of its parent's handlers once it unblocks them.
+    // (SIGKILL, SIGSTOP) are ignored.
     unsafe {
         for sig in 1..=libc::SIGRTMAX() {
             if sig != libc::SIGKILL && sig != libc::SIGSTOP {
@@ -545,9 +552,28 @@ pub fn reset_signals() -> bool {
                 );
             }
         }
+    }
+}
+
+/// Unblocks every signal; false when the mask could not be set.
+pub fn unblock_all() -> bool {
+    // SAFETY: sigemptyset/sigprocmask on a local set.
+    unsafe {
         let mut empty = std::mem::zeroed::<libc::sigset_t>();
         libc::sigemptyset(&mut empty);
         libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) == 0
+    }
+}
+
+/// Blocks every signal (those libc keeps for itself aside) until
+/// [`unblock_all`]: what arrives meanwhile stays pending, neither lost
+/// nor acted on by default.
+pub fn block_all() {
+    // SAFETY: sigfillset/sigprocmask on a local set.
+    unsafe {
+        let mut all = std::mem::zeroed::<libc::sigset_t>();
+        libc::sigfillset(&mut all);
+        libc::sigprocmask(libc::SIG_SETMASK, &all, std::ptr::null_mut());
     }
 }
 

@@ -71,6 +71,8 @@ struct Supervisor<'r> {
     daemon: Daemon,
     output: Arc<Mutex<Output>>,
     signals: SignalSet,
+    /// Whether [`Supervisor::arm`] has run: signal handlers, inotify.
+    armed: bool,
     pipes: Option<Pipes>,
     inotify: Option<Inotify>,
     notify: Option<NotifySocket>,
@@ -117,15 +119,22 @@ fn fail_early(daemon: Option<Daemon>, ready: &mut dyn Readiness, outcome: StartO
 
 pub(super) fn run(cfg: Config, ready: &mut dyn Readiness) -> Finish {
     // Nothing the caller blocked or ignored applies here (or reaches
-    // COMMAND). SIGPIPE alone stays ignored in the supervisor: a starter
-    // that went away must not kill it through the readiness pipe.
-    child::reset_signals();
+    // COMMAND), but the handlers go in only after COMMAND's spawn
+    // (`Supervisor::arm`, behind COMMAND's own exec on the other CPU).
+    // Until then every signal waits: a blocked signal stays pending,
+    // neither lost nor acted on by default. The dispositions are reset
+    // now, while nothing of ours can be pending: setting SIG_DFL on a
+    // pending signal whose default is to ignore it (SIGCHLD) discards it
+    // (POSIX.1-2017 XSH 2.4.3, "Signal Actions"), and a COMMAND that died
+    // before `arm` would then never be noticed. A SIGCHLD left ignored by
+    // the caller would also have the kernel reap COMMAND behind our back.
+    // SIGPIPE alone stays ignored in the supervisor: a starter that went
+    // away must not kill it through the readiness pipe.
+    child::block_all();
+    child::reset_dispositions();
     // SAFETY: setting a disposition to SIG_IGN has no preconditions.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
-    let restart = crate::signals::restart_signal();
-    let mut caught = CAUGHT.to_vec();
-    caught.push(restart);
-    let signals = match SignalSet::install(&caught) {
+    let signals = match SignalSet::new() {
         Ok(s) => s,
         Err(e) => {
             let msg = format!("cannot install signal handlers: {e}");
@@ -194,19 +203,6 @@ pub(super) fn run(cfg: Config, ready: &mut dyn Readiness) -> Finish {
     } else {
         None
     };
-    let inotify = match watch_slot(&daemon) {
-        Ok(ino) => Some(ino),
-        Err(why) => {
-            lock(&output).event(&format!(
-                "warning: {why}; verifying the slot and refreshing the heartbeat every {} instead",
-                secs(SAMPLE_EVERY)
-            ));
-            None
-        }
-    };
-    let tick_every = cfg
-        .heartbeat_interval
-        .or_else(|| inotify.is_none().then_some(SAMPLE_EVERY));
     let notify = match open_notify_socket(&cfg, index) {
         Ok(n) => n,
         Err(msg) => return fail_early(Some(daemon), ready, StartOutcome::Failed(msg)),
@@ -240,15 +236,16 @@ pub(super) fn run(cfg: Config, ready: &mut dyn Readiness) -> Finish {
     };
     let sup = Supervisor {
         machine: Machine::new(policy),
-        tick_every,
-        next_tick: tick_every.map(|every| Instant::now() + every),
+        armed: false,
+        tick_every: None,
+        next_tick: None,
         next_sample: None,
         cfg,
         daemon,
         output,
         signals,
         pipes,
-        inotify,
+        inotify: None,
         notify,
         lease,
         ready: Some(ready),
@@ -362,6 +359,49 @@ impl Supervisor<'_> {
         lock(&self.output).event(msg);
     }
 
+    /// What the supervisor needs only once COMMAND runs, done right after
+    /// its first spawn (or before the first wait, whichever comes first),
+    /// while COMMAND's exec goes on on the other CPU: the signal handlers
+    /// installed, then every signal unblocked (what arrived meanwhile is
+    /// delivered now), and the inotify watches on the slot.
+    fn arm(&mut self) {
+        if self.armed {
+            return;
+        }
+        self.armed = true;
+        // Installing a handler keeps what is pending (only SIG_IGN or an
+        // ignoring SIG_DFL would discard it): it is delivered at the
+        // unblock below.
+        let mut caught = CAUGHT.to_vec();
+        caught.push(crate::signals::restart_signal());
+        if let Err(e) = self.signals.catch(&caught) {
+            self.event(&format!(
+                "cannot install signal handlers: {e}; stop signals act by default"
+            ));
+        }
+        if !child::unblock_all() {
+            self.event(&format!(
+                "cannot unblock signals: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        self.inotify = match watch_slot(&self.daemon) {
+            Ok(ino) => Some(ino),
+            Err(why) => {
+                self.event(&format!(
+                    "warning: {why}; verifying the slot and refreshing the heartbeat every {} instead",
+                    secs(SAMPLE_EVERY)
+                ));
+                None
+            }
+        };
+        self.tick_every = self
+            .cfg
+            .heartbeat_interval
+            .or_else(|| self.inotify.is_none().then_some(SAMPLE_EVERY));
+        self.next_tick = self.tick_every.map(|every| Instant::now() + every);
+    }
+
     fn event_loop(mut self) -> Finish {
         self.feed(Event::Begin);
         loop {
@@ -369,6 +409,7 @@ impl Supervisor<'_> {
                 let finish = finish.clone();
                 return self.finish(finish);
             }
+            self.arm();
             let woken = self.wait();
             if woken.signals {
                 for sig in self.signals.take() {
@@ -425,6 +466,7 @@ impl Supervisor<'_> {
         match action {
             Action::Spawn => {
                 let ev = self.spawn();
+                self.arm();
                 self.queue.push_back(ev);
             }
             Action::AwaitSettled => {
