@@ -798,7 +798,10 @@ impl Supervisor<'_> {
         let Some(p) = &mut self.pipes else { return };
         let tail = &mut self.stderr_tail;
         let mut out = lock(&self.output);
-        let mut buf = [0u8; 65536];
+        // 16 KiB a read, up to 16 reads a wake-up: 256 KiB, four pipes'
+        // worth. A larger buffer on this stack would stay resident (and
+        // cost a page fault per 4 KiB at the first drain) for no gain.
+        let mut buf = [0u8; 16 * 1024];
         for (fd, lb, stream) in [
             (&p.stdout.0, &mut p.out_buf, Stream::Stdout),
             (&p.stderr.0, &mut p.err_buf, Stream::Stderr),
