@@ -1988,9 +1988,9 @@ fn injected_system_call_failures_name_the_file_and_leave_nothing() {
 /// COMMAND exits while the supervisor is still installing its signal
 /// handlers (after the spawn, so that they cost nothing on the start
 /// path). strace(1) slows every `rt_sigaction` of the supervisor by 20 ms,
-/// so that `true` is surely gone by then: its SIGCHLD must still be seen
-/// (kept pending, not discarded by a disposition reset), and the run must
-/// end with COMMAND's status instead of waiting forever.
+/// so that a `sh -c 'exit N'` is surely gone by then: its SIGCHLD must
+/// still be seen (kept pending, not discarded by a disposition reset), and
+/// the run must end with COMMAND's status instead of waiting forever.
 #[test]
 fn command_exiting_while_handlers_go_in_is_noticed() {
     const T: &str = "exit_while_arming";
@@ -2028,6 +2028,11 @@ fn command_exiting_while_handlers_go_in_is_noticed() {
         if stderr_of(&out).contains("ptrace") {
             return skip(T, &format!("ptrace is not permitted: {}", stderr_of(&out)));
         }
+        let err = stderr_of(&out);
+        if err.contains("strace: ") && (err.contains("inject") || err.contains("delay")) {
+            // strace before 4.22 has no delay injection.
+            return skip(T, &format!("strace cannot delay: {err}"));
+        }
         expect(&out, want, &format!("COMMAND `{command}` ending early"));
         assert_eq!(env.check("arming"), 3, "{command}: the slot is free");
     }
@@ -2060,6 +2065,74 @@ fn pid_file_deleted_while_running() {
     assert_eq!(env.check("del"), 3);
     env.start("del", &[], &cmd);
     expect(&bounded(&env, ["--stop", "del"]), 0, "--stop");
+}
+
+/// The PID file is replaced after the slot was taken but before the
+/// supervisor's inotify watch on it exists (the watch is set up after
+/// COMMAND's spawn). strace(1) holds the supervisor in `inotify_init1`
+/// for 2 s while the file is replaced; the supervisor must still notice,
+/// stop COMMAND and fail, leaving the new file alone, instead of watching
+/// the new file as if it were its own.
+#[test]
+fn pid_file_replaced_before_the_watch_starts() {
+    const T: &str = "replaced_before_watch";
+    if !have("strace") {
+        return skip(T, "strace is not installed");
+    }
+    let env = Env::new();
+    make_pid_dir(&env);
+    let mk = marker("prewatch");
+    let _sweep = Sweep::new(&[&mk]);
+    let file = env.pid_file("prewatch", 1);
+    let mut c = Command::new("strace");
+    c.args([
+        "-qq",
+        "-o",
+        "/dev/null",
+        "-e",
+        "trace=inotify_init1",
+        "-e",
+        "inject=inotify_init1:delay_enter=2000000",
+    ])
+    .arg(bin())
+    .args(["--name", "prewatch", "--foreground", "--"])
+    .args(daemon_cmd(&mk))
+    .env("RDAEMON_PID_DIR", &env.pid_dir)
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
+    let mut sup = c.spawn().unwrap();
+    let started = poll_until(DEADLINE, || {
+        if let Some(st) = sup.try_wait().unwrap() {
+            return Some(Err(st));
+        }
+        (!command_pids(&mk).is_empty()).then_some(Ok(()))
+    });
+    match started {
+        Some(Ok(())) => {}
+        Some(Err(st)) => {
+            let mut err = String::new();
+            let _ = sup.stderr.take().unwrap().read_to_string(&mut err);
+            if err.contains("ptrace") || err.contains("inject") || err.contains("delay") {
+                return skip(T, &format!("strace cannot hold the supervisor: {err}"));
+            }
+            panic!("rdaemon ended before COMMAND ran ({st}): {err}");
+        }
+        None => panic!("COMMAND did not start within {DEADLINE:?}"),
+    }
+    let tmp = env.pid_dir.join("prewatch.tmp");
+    fs::write(&tmp, b"1\n").unwrap();
+    fs::rename(&tmp, &file).unwrap();
+    let Some(status) = poll_until(DEADLINE, || sup.try_wait().unwrap()) else {
+        let _ = sup.kill();
+        panic!("the supervisor did not notice its PID file was replaced");
+    };
+    let mut err = String::new();
+    let _ = sup.stderr.take().unwrap().read_to_string(&mut err);
+    assert!(!status.success(), "{status}: {err}");
+    assert!(err.contains("lock lost"), "{err}");
+    wait_until("COMMAND stopped", || command_pids(&mk).is_empty());
+    assert_eq!(fs::read(&file).unwrap(), b"1\n", "the new file was touched");
 }
 
 #[test]

@@ -361,9 +361,11 @@ impl Supervisor<'_> {
 
     /// What the supervisor needs only once COMMAND runs, done right after
     /// its first spawn (or before the first wait, whichever comes first),
-    /// while COMMAND's exec goes on on the other CPU: the signal handlers
+    /// while COMMAND's dynamic loading and start-up go on on the other CPU
+    /// (the settle wait waits for those anyway): the signal handlers
     /// installed, then every signal unblocked (what arrived meanwhile is
-    /// delivered now), and the inotify watches on the slot.
+    /// delivered now), and the inotify watches on the slot, followed by
+    /// one more look at the slot.
     fn arm(&mut self) {
         if self.armed {
             return;
@@ -375,9 +377,12 @@ impl Supervisor<'_> {
         let mut caught = CAUGHT.to_vec();
         caught.push(crate::signals::restart_signal());
         if let Err(e) = self.signals.catch(&caught) {
-            self.event(&format!(
-                "cannot install signal handlers: {e}; stop signals act by default"
-            ));
+            // Without them no exit of COMMAND and no stop request would be
+            // seen: stop what runs and fail, as a failed install before the
+            // spawn failed the start. Queued, not fed: this runs inside
+            // `act`.
+            self.queue
+                .push_back(Event::Fault(format!("cannot install signal handlers: {e}")));
         }
         if !child::unblock_all() {
             self.event(&format!(
@@ -400,16 +405,28 @@ impl Supervisor<'_> {
             .heartbeat_interval
             .or_else(|| self.inotify.is_none().then_some(SAMPLE_EVERY));
         self.next_tick = self.tick_every.map(|every| Instant::now() + every);
+        // The slot was taken before the spawn, the watch only now: a PID
+        // file deleted or replaced in between would go unnoticed (the watch
+        // would follow the new file), so look once more.
+        if !self.daemon.slot_still_ours() {
+            self.inotify = None;
+            self.next_tick = None;
+            let why = self.lost_why();
+            self.queue.push_back(Event::SlotLost(why));
+        }
     }
 
     fn event_loop(mut self) -> Finish {
         self.feed(Event::Begin);
         loop {
+            // A no-op once the first spawn armed; what arming found (a
+            // fault, a lost slot) is handled before any wait.
+            self.arm();
+            self.drain_queue();
             if let Phase::Done(finish) = self.machine.phase() {
                 let finish = finish.clone();
                 return self.finish(finish);
             }
-            self.arm();
             let woken = self.wait();
             if woken.signals {
                 for sig in self.signals.take() {
@@ -798,10 +815,12 @@ impl Supervisor<'_> {
         let Some(p) = &mut self.pipes else { return };
         let tail = &mut self.stderr_tail;
         let mut out = lock(&self.output);
-        // 16 KiB a read, up to 16 reads a wake-up: 256 KiB, four pipes'
-        // worth. A larger buffer on this stack would stay resident (and
-        // cost a page fault per 4 KiB at the first drain) for no gain.
+        // 16 KiB a read, up to 16 reads a wake-up (256 KiB), and up to 64
+        // for a last flush (1 MiB, the largest pipe an unprivileged COMMAND
+        // can ask for). A larger buffer on this stack would stay resident
+        // (and cost a page fault per 4 KiB at the first drain) for no gain.
         let mut buf = [0u8; 16 * 1024];
+        let reads = if flush { 64 } else { 16 };
         for (fd, lb, stream) in [
             (&p.stdout.0, &mut p.out_buf, Stream::Stdout),
             (&p.stderr.0, &mut p.err_buf, Stream::Stderr),
@@ -816,7 +835,7 @@ impl Supervisor<'_> {
                 }
             };
             // Bounded, so a chatty COMMAND cannot starve signal handling.
-            for _ in 0..16 {
+            for _ in 0..reads {
                 match nix::unistd::read(fd.as_fd(), &mut buf) {
                     Ok(0) | Err(_) => break,
                     Ok(n) => lb.feed(&buf[..n], &mut emit),

@@ -138,6 +138,10 @@ pub enum Event {
     Notification(super::notify::Notification),
     /// The slot's PID file was deleted or replaced; the text says which.
     SlotLost(String),
+    /// The supervisor cannot go on supervising (its signal handlers could
+    /// not be installed); the text says why. Handled like a lost slot:
+    /// the tree is stopped, a waiting start fails, the exit is a failure.
+    Fault(String),
     /// A reader asked for a heartbeat.
     HeartbeatQuestion,
     /// Woken for a deadline (or anything else): the time is `now`.
@@ -730,25 +734,11 @@ impl Machine {
                 out.push(Action::Log(format!(
                     "lock lost: {why}; stopping, a watchdog may start a fresh peer"
                 )));
-                match p {
-                    Phase::Starting { run, .. } | Phase::Running { run, .. } => {
-                        let then =
-                            self.exit_failing_start(format!("lock lost: {why}"), Finish::Failed);
-                        self.begin_stop(Some(run), then, "lock lost", now, &mut out)
-                    }
-                    Phase::Stopping {
-                        run,
-                        kill_at,
-                        killed,
-                        then,
-                    } => Phase::Stopping {
-                        run,
-                        kill_at,
-                        killed,
-                        then: then.exit_anyway(Finish::Failed),
-                    },
-                    _ => self.done(Finish::Failed, &mut out),
-                }
+                self.give_up(p, format!("lock lost: {why}"), "lock lost", now, &mut out)
+            }
+            (p, Event::Fault(why)) => {
+                out.push(Action::Log(format!("{why}; stopping COMMAND")));
+                self.give_up(p, why, "supervisor fault", now, &mut out)
             }
             (p, Event::HeartbeatQuestion) => {
                 out.push(Action::AnswerHeartbeat);
@@ -1093,6 +1083,37 @@ impl Machine {
 
     /// A stop that ends the supervisor: with `finish`, or, while the
     /// starter still waits, as a failed start saying `why`.
+    /// The supervisor can no longer do its job (`why`): stop the tree,
+    /// fail a start that is still waiting, and exit failed whatever was
+    /// planned after a stop already under way.
+    fn give_up(
+        &mut self,
+        p: Phase,
+        why: String,
+        reason: &str,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) -> Phase {
+        match p {
+            Phase::Starting { run, .. } | Phase::Running { run, .. } => {
+                let then = self.exit_failing_start(why, Finish::Failed);
+                self.begin_stop(Some(run), then, reason, now, out)
+            }
+            Phase::Stopping {
+                run,
+                kill_at,
+                killed,
+                then,
+            } => Phase::Stopping {
+                run,
+                kill_at,
+                killed,
+                then: then.exit_anyway(Finish::Failed),
+            },
+            _ => self.done(Finish::Failed, out),
+        }
+    }
+
     fn exit_failing_start(&mut self, why: String, finish: Finish) -> Then {
         if self.starter_waiting {
             self.failed_start_then(StartOutcome::Failed(why))
@@ -1751,5 +1772,24 @@ mod tests {
         let mut l = FakeChild::started(policy());
         l.send(Event::SlotLost("gone".into()));
         assert_eq!(l.exits, vec![Finish::Failed]);
+    }
+
+    #[test]
+    fn a_fault_stops_the_tree_and_fails_even_under_respawn() {
+        let mut c = FakeChild::started(respawning());
+        c.send(Event::Fault(
+            "cannot install signal handlers: EINVAL".into(),
+        ));
+        assert_eq!(c.tree_signals.first(), Some(&TERM));
+        assert!(c.alive.is_empty());
+        assert_eq!(c.exits, vec![Finish::Failed]);
+        assert_eq!(c.spawns, 1, "no respawn after a fault");
+        assert!(
+            c.logs
+                .iter()
+                .any(|l| l.contains("cannot install signal handlers")),
+            "{:?}",
+            c.logs
+        );
     }
 }
