@@ -1928,6 +1928,36 @@ fn read_only_pid_dir() {
     assert!(command_pids(&mk).is_empty());
 }
 
+/// `rdaemon --foreground ARGS` under strace(1) against `env`'s PID
+/// directory, with `inject` (strace's `-e inject=SYSCALL:...` value) on
+/// the system call it names, and nothing else traced or printed. With
+/// `follow`, forked processes too (`-f`); without, only the supervisor,
+/// not COMMAND.
+fn under_strace(env: &Env, inject: &str, follow: bool, args: &[&str]) -> Command {
+    let syscall = inject.split(':').next().unwrap_or(inject);
+    let mut c = Command::new("strace");
+    if follow {
+        c.arg("-f");
+    }
+    c.args(["-qq", "-o", "/dev/null", "-e"])
+        .arg(format!("trace={syscall}"))
+        .arg("-e")
+        .arg(format!("inject={inject}"))
+        .arg(bin())
+        .arg("--foreground")
+        .args(args)
+        .env("RDAEMON_PID_DIR", &env.pid_dir)
+        .stdin(Stdio::null());
+    c
+}
+
+/// Whether strace's stderr says it could not do its part: ptrace not
+/// permitted (a container), or no injection (strace before 4.22).
+fn strace_refused(stderr: &str) -> bool {
+    stderr.contains("ptrace")
+        || (stderr.contains("strace: ") && (stderr.contains("inject") || stderr.contains("delay")))
+}
+
 /// System call failures injected with strace(1), where it is installed.
 #[test]
 fn injected_system_call_failures_name_the_file_and_leave_nothing() {
@@ -1946,24 +1976,15 @@ fn injected_system_call_failures_name_the_file_and_leave_nothing() {
         // The C library's own wording (glibc and musl differ), as rdaemon
         // prints it: "I/O error (os error 5)" or "Input/output error (...)".
         let message = std::io::Error::from_raw_os_error(code).to_string();
-        let mut c = Command::new("strace");
-        c.args([
-            "-f",
-            "-qq",
-            "-o",
-            "/dev/null",
-            "-e",
-            &format!("trace={syscall}"),
-            "-e",
-            &format!("inject={syscall}:error={errno}"),
-        ])
-        .arg(bin())
-        .args(["--name", "inj", "--foreground", "--", "true"])
-        .env("RDAEMON_PID_DIR", &env.pid_dir)
-        .stdin(Stdio::null());
-        let out = output_within(c);
-        if stderr_of(&out).contains("ptrace") {
-            return skip(T, &format!("ptrace is not permitted: {}", stderr_of(&out)));
+        let inject = format!("{syscall}:error={errno}");
+        let out = output_within(under_strace(
+            &env,
+            &inject,
+            true,
+            &["--name", "inj", "--", "true"],
+        ));
+        if strace_refused(&stderr_of(&out)) {
+            return skip(T, &format!("strace cannot: {}", stderr_of(&out)));
         }
         let what = format!("{syscall} failing with {errno}");
         expect(&out, 1, &what);
@@ -2000,38 +2021,15 @@ fn command_exiting_while_handlers_go_in_is_noticed() {
     let env = Env::new();
     make_pid_dir(&env);
     for (command, want) in [("exit 0", 0), ("exit 3", 3), ("kill -KILL $$", 137)] {
-        // No -f: only the supervisor (the foreground process) is slowed,
-        // not COMMAND.
-        let mut c = Command::new("strace");
-        c.args([
-            "-qq",
-            "-o",
-            "/dev/null",
-            "-e",
-            "trace=rt_sigaction",
-            "-e",
-            "inject=rt_sigaction:delay_exit=20000",
-        ])
-        .arg(bin())
-        .args([
-            "--name",
-            "arming",
-            "--foreground",
-            "--",
-            "sh",
-            "-c",
-            command,
-        ])
-        .env("RDAEMON_PID_DIR", &env.pid_dir)
-        .stdin(Stdio::null());
-        let out = output_within(c);
-        if stderr_of(&out).contains("ptrace") {
-            return skip(T, &format!("ptrace is not permitted: {}", stderr_of(&out)));
-        }
-        let err = stderr_of(&out);
-        if err.contains("strace: ") && (err.contains("inject") || err.contains("delay")) {
-            // strace before 4.22 has no delay injection.
-            return skip(T, &format!("strace cannot delay: {err}"));
+        // Not followed: only the supervisor is slowed, not COMMAND.
+        let out = output_within(under_strace(
+            &env,
+            "rt_sigaction:delay_exit=20000",
+            false,
+            &["--name", "arming", "--", "sh", "-c", command],
+        ));
+        if strace_refused(&stderr_of(&out)) {
+            return skip(T, &format!("strace cannot: {}", stderr_of(&out)));
         }
         expect(&out, want, &format!("COMMAND `{command}` ending early"));
         assert_eq!(env.check("arming"), 3, "{command}: the slot is free");
@@ -2084,23 +2082,10 @@ fn pid_file_replaced_before_the_watch_starts() {
     let mk = marker("prewatch");
     let _sweep = Sweep::new(&[&mk]);
     let file = env.pid_file("prewatch", 1);
-    let mut c = Command::new("strace");
-    c.args([
-        "-qq",
-        "-o",
-        "/dev/null",
-        "-e",
-        "trace=inotify_init1",
-        "-e",
-        "inject=inotify_init1:delay_enter=2000000",
-    ])
-    .arg(bin())
-    .args(["--name", "prewatch", "--foreground", "--"])
-    .args(daemon_cmd(&mk))
-    .env("RDAEMON_PID_DIR", &env.pid_dir)
-    .stdin(Stdio::null())
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped());
+    let mut args = vec!["--name", "prewatch", "--"];
+    args.extend(daemon_cmd(&mk));
+    let mut c = under_strace(&env, "inotify_init1:delay_enter=2000000", false, &args);
+    c.stdout(Stdio::null()).stderr(Stdio::piped());
     let mut sup = c.spawn().unwrap();
     let started = poll_until(DEADLINE, || {
         if let Some(st) = sup.try_wait().unwrap() {
@@ -2113,7 +2098,7 @@ fn pid_file_replaced_before_the_watch_starts() {
         Some(Err(st)) => {
             let mut err = String::new();
             let _ = sup.stderr.take().unwrap().read_to_string(&mut err);
-            if err.contains("ptrace") || err.contains("inject") || err.contains("delay") {
+            if strace_refused(&err) {
                 return skip(T, &format!("strace cannot hold the supervisor: {err}"));
             }
             panic!("rdaemon ended before COMMAND ran ({st}): {err}");
@@ -2322,17 +2307,26 @@ fn kill_9_at_random_points_of_a_start() {
                 other => panic!("{ctx}: a caller ended with {other:?}"),
             }
         }
-        // Let surviving supervisors finish starting (or give up).
+        // Let surviving supervisors finish starting (or give up). A
+        // COMMAND between its clone and its exec still shows rdaemon's
+        // command line, so the kill above can hit one just as it execs,
+        // after its supervisor said "running": such a supervisor is about
+        // to see it die and exit, so wait for that too.
         wait_until(&format!("{ctx}: supervisors settle"), || {
             let sups = rdaemon_pids(&mk);
             if sups.is_empty() {
                 return true;
             }
             let (_, slots) = status_json(&env, &[], name);
+            let commands = command_pids(&mk);
             sups.iter().all(|&p| {
-                slots
-                    .iter()
-                    .any(|s| s["state"] == "running" && s["pid"] == p && !s["child_pid"].is_null())
+                slots.iter().any(|s| {
+                    s["state"] == "running"
+                        && s["pid"] == p
+                        && s["child_pid"]
+                            .as_i64()
+                            .is_some_and(|c| commands.contains(&(c as i32)))
+                })
             })
         });
         let (held, orphaned) = assert_slots_consistent(&env, name, &mk, PEERS, &ctx);
