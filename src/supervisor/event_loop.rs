@@ -120,7 +120,7 @@ fn fail_early(daemon: Option<Daemon>, ready: &mut dyn Readiness, outcome: StartO
 pub(super) fn run(cfg: Config, ready: &mut dyn Readiness) -> Finish {
     // Nothing the caller blocked or ignored applies here (or reaches
     // COMMAND), but the handlers go in only after COMMAND's spawn
-    // (`Supervisor::arm`, behind COMMAND's own exec on the other CPU).
+    // (`Supervisor::arm`, while COMMAND's loading runs on the other CPU).
     // Until then every signal waits: a blocked signal stays pending,
     // neither lost nor acted on by default. The dispositions are reset
     // now, while nothing of ours can be pending: setting SIG_DFL on a

@@ -1081,8 +1081,6 @@ impl Machine {
         }
     }
 
-    /// A stop that ends the supervisor: with `finish`, or, while the
-    /// starter still waits, as a failed start saying `why`.
     /// The supervisor can no longer do its job (`why`): stop the tree,
     /// fail a start that is still waiting, and exit failed whatever was
     /// planned after a stop already under way.
@@ -1114,6 +1112,8 @@ impl Machine {
         }
     }
 
+    /// A stop that ends the supervisor: with `finish`, or, while the
+    /// starter still waits, as a failed start saying `why`.
     fn exit_failing_start(&mut self, why: String, finish: Finish) -> Then {
         if self.starter_waiting {
             self.failed_start_then(StartOutcome::Failed(why))
