@@ -383,10 +383,17 @@ mod tests {
 
     #[test]
     fn settling_tells_a_quick_exit_from_a_sleeper() {
+        use nix::sys::wait::{Id, WaitPidFlag, waitid};
         let mut quick = std::process::Command::new("/bin/sh")
             .args(["-c", "exit 3"])
             .spawn()
             .unwrap();
+        // Whether a quick exit is seen before a first block depends on the
+        // machine's load (a loaded one may catch the shell asleep in its
+        // exec), so wait until it is a zombie, unreaped: what counts here
+        // is that an exited process is never taken for a settled one.
+        let pid = nix::unistd::Pid::from_raw(quick.id() as i32);
+        waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT).unwrap();
         assert!(await_settled(quick.id() as i32, Duration::from_secs(30)));
         let _ = quick.wait();
         let mut sleeper = std::process::Command::new("/bin/sh")
