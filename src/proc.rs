@@ -131,8 +131,13 @@ pub fn await_exec_image(pid: i32, limit: Duration) {
 }
 
 /// Waits until process `pid` has settled after its exec: it sleeps or
-/// waits (any state but running), or it has exited. Returns true when it
-/// exited (a zombie, or gone).
+/// waits interruptibly, or is stopped (any state but running or `D`), or
+/// it has exited. Returns true when it exited (a zombie, or gone).
+///
+/// An uninterruptible sleep (`D`) is not a block: it is a page read from
+/// disk or a lock inside the kernel, typically while the program is
+/// still being loaded, and a COMMAND about to fail must not count as up
+/// because its loader waited for the disk.
 ///
 /// This is how a start tells "COMMAND dies at once" (a bad configuration,
 /// a missing file) from "COMMAND runs": a program that is up blocks soon,
@@ -156,7 +161,7 @@ pub fn await_settled(pid: i32, limit: Duration) -> bool {
         };
         match parse_stat(&String::from_utf8_lossy(&buf[..n])).map(|st| st.state) {
             None | Some(b'Z' | b'X' | b'x') => return true,
-            Some(b'R') => {}
+            Some(b'R' | b'D') => {}
             Some(_) => return false,
         }
         let elapsed = waited.elapsed();
