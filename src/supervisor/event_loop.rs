@@ -137,7 +137,7 @@ pub(super) fn run(cfg: Config, ready: &mut dyn Readiness) -> Finish {
     let signals = match SignalSet::new() {
         Ok(s) => s,
         Err(e) => {
-            let msg = format!("cannot install signal handlers: {e}");
+            let msg = format!("cannot create the supervisor's signal wake-up socket: {e}");
             return fail_early(None, ready, StartOutcome::Failed(msg));
         }
     };
