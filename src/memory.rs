@@ -41,13 +41,21 @@ pub fn self_peak_rss() -> Option<u64> {
 /// through the parent links in `/proc/*/stat` (descendants that started
 /// their own session or group still count). `None` if `root` is gone.
 pub fn tree_rss(root: i32) -> Option<u64> {
+    let own = statm_rss(&format!("/proc/{root}/statm"))?;
+    Some(own + descendants_rss(root))
+}
+
+/// The resident memory of `root`'s descendants alone, in bytes (0 when it
+/// has none, or is gone): a supervisor's whole tree, including what was
+/// re-parented to it as a subreaper, without the supervisor itself.
+pub fn descendants_rss(root: i32) -> u64 {
     let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
     for pid in crate::proc::all_pids() {
         if let Some(st) = crate::proc::stat(pid) {
             children.entry(st.ppid).or_default().push(pid);
         }
     }
-    let mut total = statm_rss(&format!("/proc/{root}/statm"))?;
+    let mut total = 0;
     let mut stack = children.remove(&root).unwrap_or_default();
     while let Some(pid) = stack.pop() {
         total += statm_rss(&format!("/proc/{pid}/statm")).unwrap_or(0);
@@ -55,7 +63,7 @@ pub fn tree_rss(root: i32) -> Option<u64> {
             stack.extend(more);
         }
     }
-    Some(total)
+    total
 }
 
 #[cfg(test)]

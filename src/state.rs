@@ -80,6 +80,13 @@ pub struct SlotState {
     /// holder (a tombstone, a crash's leftover) says nothing about a later
     /// one.
     pub holder_pid: Option<i32>,
+    /// In `Stopping`: true when the holder exits once its tree is gone (a
+    /// stop was requested, or it gave up), false when it stops COMMAND to
+    /// start it again (a recycle, a restart, leftovers of an exited run).
+    /// A `--stop` asks a supervisor of the second kind with SIGTERM, and
+    /// only waits for one of the first (a second SIGTERM cuts its grace
+    /// short). `None` from a writer that does not say: taken as exiting.
+    pub exiting: Option<bool>,
 }
 
 /// A slot holder's phase, as published in its state file. Readers derive
@@ -185,6 +192,10 @@ impl SlotState {
         );
         field("run", Some(self.run.to_string()));
         field("holder_pid", self.holder_pid.map(|p| p.to_string()));
+        field(
+            "exiting",
+            self.exiting.map(|e| if e { "1" } else { "0" }.to_string()),
+        );
         out
     }
 
@@ -233,6 +244,7 @@ impl SlotState {
                 "reason" => st.reason = Some(v.chars().take(256).collect()),
                 "stop_timeout_ms" => st.stop_timeout_ms = v.parse().ok(),
                 "run" => st.run = v.parse().unwrap_or(0),
+                "exiting" => st.exiting = Some(v == "1"),
                 // PID 1 is a valid writer (a container's init), though
                 // never a signal target.
                 "holder_pid" => {
@@ -386,11 +398,13 @@ mod tests {
             stop_timeout_ms: Some(30_000),
             run: 3,
             holder_pid: Some(1234),
+            exiting: Some(false),
         };
         let back = SlotState::parse(&st.serialize());
         assert!(back.answers_probes);
         assert!(!SlotState::parse(&SlotState::default().serialize()).answers_probes);
         assert_eq!(back.child_pid, Some(1240));
+        assert_eq!(back.exiting, Some(false));
         assert_eq!(back.main_pid, Some(1241));
         assert_eq!(back.restarts, 2);
         assert_eq!(back.status_text.as_deref(), Some("working on it"));

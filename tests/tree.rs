@@ -797,3 +797,134 @@ fn hup_reaches_only_the_main_process() {
     );
     stop(&env, "hup");
 }
+
+/// A `--stop` that arrives while a respawning supervisor stops COMMAND's
+/// leftovers (to start it again) must still ask it with SIGTERM: the
+/// supervisor then stops for good within its own grace, and never starts
+/// COMMAND again. Found by a tester: `--stop` took such a supervisor for
+/// one stopping on request, only waited, and SIGKILLed the next run.
+#[test]
+fn stop_during_a_restart_stop_is_not_lost() {
+    let env = Env::new();
+    let _sweep = Sweep::new(&env);
+    let m = mark("restart-stop");
+    let sleep = marked_sleep(&env, &m);
+    let log = env.path("rs.log");
+    // The leftover ignores SIGTERM, so every stop of its tree lasts the
+    // whole --stop-timeout: a wide window in state `stopping`.
+    let script = format!(
+        "trap '' TERM; setsid {} 300 & sleep 0.2; exit 0",
+        sleep.display()
+    );
+    env.start(
+        "rs",
+        &[
+            "--respawn",
+            "--min-uptime",
+            "0.1",
+            "--stop-timeout",
+            "5",
+            "--log",
+            s(&log),
+        ],
+        &["sh", "-c", &script],
+    );
+    wait_until(
+        "the supervisor stops COMMAND's leftovers to restart it",
+        || slot1(&env, "rs").is_some_and(|s| s["state"] == "stopping"),
+    );
+    let runs_before = read(&log).matches("started ").count();
+    let out = run_within(&env, DEADLINE, ["--stop", "rs", "--timeout", "30"]);
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    let text = read(&log);
+    assert!(
+        text.contains("received SIGTERM while stopping to restart"),
+        "the supervisor never heard the stop:\n{text}"
+    );
+    assert_eq!(
+        text.matches("started ").count(),
+        runs_before,
+        "COMMAND was started again after the stop request:\n{text}"
+    );
+    assert!(marked(&m).is_empty(), "the leftover survived the stop");
+    assert_eq!(env.check("rs"), 3);
+}
+
+/// A supervisor whose PID file was deleted and taken by a new peer stops
+/// its own tree, and must leave the new peer's state file alone: found by
+/// a tester, the old supervisor's "stopping, lock lost" stayed in the new
+/// peer's state file for good, hiding its child and refusing `--restart`.
+#[test]
+fn lost_slot_leaves_the_new_peers_state_alone() {
+    let env = Env::new();
+    let _sweep = Sweep::new(&env);
+    let (old_m, new_m) = (mark("lost-old"), mark("lost-new"));
+    let old_sleep = marked_sleep(&env, &old_m);
+    let new_sleep = marked_sleep(&env, &new_m);
+    // The old COMMAND ignores SIGTERM: its supervisor stops it over the
+    // whole grace, publishing as it goes, while the new peer runs.
+    let script = format!("trap '' TERM; exec {} 300", old_sleep.display());
+    env.start(
+        "lz",
+        &["--respawn", "--stop-timeout", "3"],
+        &["sh", "-c", &script],
+    );
+    wait_until("the old COMMAND runs", || marked(&old_m).len() == 1);
+    std::fs::remove_file(env.pid_file("lz", 1)).unwrap();
+    env.start("lz", &["--respawn"], &[s(&new_sleep), "300"]);
+    let new_sup = env.read_pid("lz", 1).expect("the new peer's PID file");
+    wait_until_for(
+        Duration::from_secs(60),
+        "the old supervisor stops its tree",
+        || marked(&old_m).is_empty(),
+    );
+    let state = read(&env.pid_dir.join("lz.1.state"));
+    assert!(
+        state.contains(&format!("holder_pid={new_sup}\n")),
+        "the new peer's state file was overwritten:\n{state}"
+    );
+    let slot = slot1(&env, "lz").expect("slot 1 listed");
+    assert_eq!(slot["state"], "running", "{slot}");
+    assert_eq!(
+        slot["child_pid"].as_i64(),
+        marked(&new_m).first().map(|&p| i64::from(p)),
+        "{slot}"
+    );
+}
+
+/// `rdaemon_slot_resident_memory_bytes` is the whole tree's memory, as
+/// `--memory-limit` counts it: a double-forked grandchild, re-parented to
+/// the supervisor and no descendant of COMMAND, counts too. Found by a
+/// tester: the metric said 14 MB for a tree of 108 MB.
+#[test]
+fn resident_memory_metric_counts_double_forked_descendants() {
+    let env = Env::new();
+    let _sweep = Sweep::new(&env);
+    let hog = memory_hog(&env, "dfhog.py");
+    let grown = env.path("grown");
+    let main_m = mark("dfmem-main");
+    let main = marked_sleep(&env, &main_m);
+    let script = format!(
+        "( {} {} & ) ; exec {} 300",
+        hog.display(),
+        grown.display(),
+        main.display()
+    );
+    env.start("dm", &["--stop-timeout", "5"], &["sh", "-c", &script]);
+    wait_until("the double-forked hog has grown", || {
+        read(&grown).contains("grown")
+    });
+    let out = env.run(["--status", "dm", "--format", "prometheus"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let bytes: f64 = text
+        .lines()
+        .find(|l| l.starts_with("rdaemon_slot_resident_memory_bytes{") && l.contains("name=\"dm\""))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no resident memory sample:\n{text}"));
+    assert!(
+        bytes >= (80 << 20) as f64,
+        "the metric says {bytes} bytes; the grandchild alone holds 80 MB:\n{text}"
+    );
+    stop(&env, "dm");
+}

@@ -813,8 +813,13 @@ impl Daemon {
     pub(crate) fn update_state(&mut self, change: impl FnOnce(&mut SlotState)) -> Result<()> {
         change(&mut self.state);
         match &self.held {
-            Some(slot) => self.state.write(slot.dir(), &self.name, slot.index()),
-            None => Ok(()),
+            // A slot whose PID file was replaced (deleted and taken by a
+            // new peer) is someone else's: so is its state file, which
+            // this holder, stopping its tree, must not overwrite.
+            Some(slot) if matches!(slot.still_ours(), Ok(true)) => {
+                self.state.write(slot.dir(), &self.name, slot.index())
+            }
+            _ => Ok(()),
         }
     }
 }

@@ -385,13 +385,18 @@ pub(super) fn scan_name(dir: &PidDir, name: &str, depth: Depth) -> Result<Vec<Sl
                     report.absorb(st);
                 }
                 if depth.memory {
-                    // COMMAND's tree; a library daemon is its own tree.
-                    report.rss_bytes = report
-                        .child_pid
-                        .or(report
-                            .pid
-                            .filter(|_| report.holder == Some(Holder::Library)))
-                        .and_then(crate::memory::tree_rss);
+                    // A supervisor's whole tree (what a double fork
+                    // re-parented to it included, as --memory-limit
+                    // counts it), without the supervisor; an orphan's
+                    // COMMAND tree; a library daemon is its own tree.
+                    report.rss_bytes = match (report.holder, report.pid) {
+                        (Some(Holder::Supervisor), Some(sup)) => {
+                            Some(crate::memory::descendants_rss(sup))
+                                .filter(|&b| b > 0 || report.child_pid.is_some())
+                        }
+                        (Some(Holder::Library), Some(pid)) => crate::memory::tree_rss(pid),
+                        _ => report.child_pid.and_then(crate::memory::tree_rss),
+                    };
                 }
             }
         }

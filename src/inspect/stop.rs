@@ -56,8 +56,9 @@ struct Target {
     supervisor: Option<Pidfd>,
     child: Option<Pidfd>,
     others: Vec<Pidfd>,
-    /// Its state file (the holder's own) says it is stopping already: a
-    /// second SIGTERM would cut its grace short.
+    /// Its state file (the holder's own) says it is stopping for good
+    /// already: a second SIGTERM would cut its grace short. One stopping
+    /// to restart COMMAND gets SIGTERM like a running one.
     stopping: bool,
     /// Descendants of the supervisor and COMMAND pinned at SIGKILL time
     /// (a process that closed the inherited lock and left COMMAND's
@@ -292,7 +293,9 @@ pub fn stop(
                     id: info.id,
                     grace,
                     log: sup_pid.and_then(|p| find_log(p, info.id)),
-                    stopping: state.as_ref().and_then(|s| s.phase) == Some(Phase::Stopping),
+                    stopping: state.as_ref().is_some_and(|s| {
+                        s.phase == Some(Phase::Stopping) && s.exiting != Some(false)
+                    }),
                     descendants: Vec::new(),
                     supervisor,
                     child,

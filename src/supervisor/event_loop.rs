@@ -692,12 +692,14 @@ impl Supervisor<'_> {
         let answers_probes = self.inotify.is_some();
         let lease_ms = self.tick_every.map(|d| d.as_millis() as u64);
         let stop_timeout_ms = self.cfg.stop_timeout.as_millis() as u64;
+        let exiting = matches!(phase, Some(crate::state::Phase::Stopping)).then(|| m.exiting());
         let running = matches!(
             self.machine.phase(),
             Phase::Starting { .. } | Phase::Running { .. }
         );
         let res = self.daemon.update_state(|s| {
             s.phase = phase;
+            s.exiting = exiting;
             s.mode = Some(HolderMode::Supervisor);
             s.child_pid = child_pid;
             s.main_pid = main_override.filter(|_| running);

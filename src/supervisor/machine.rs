@@ -336,6 +336,19 @@ impl Machine {
         })
     }
 
+    /// Whether the supervisor exits once the tree is gone: stopping with an
+    /// exit planned, or done. False while it stops COMMAND to start it
+    /// again, and in every other phase.
+    pub fn exiting(&self) -> bool {
+        matches!(
+            self.phase,
+            Phase::Stopping {
+                then: Then::Exit(_),
+                ..
+            } | Phase::Done(_)
+        )
+    }
+
     /// COMMAND's main process while a run's main process lives.
     pub fn main_pid(&self) -> Option<i32> {
         match &self.phase {
@@ -651,6 +664,38 @@ impl Machine {
                 let then = self.exit_failing_start(why, Finish::Stopped);
                 self.begin_stop(Some(run), then, "stop requested", now, &mut out)
             }
+            // Stopping to start COMMAND again (a recycle, a restart,
+            // leftovers of an exited run): a stop request turns the plan
+            // into an exit and keeps the grace already running.
+            (
+                Phase::Stopping {
+                    run,
+                    kill_at,
+                    killed,
+                    then:
+                        Then::Recycle { .. } | Then::FailedRun | Then::Decide { .. } | Then::WaitLease,
+                },
+                Event::Stop(sig),
+            ) => {
+                out.push(Action::Log(format!(
+                    "received {} while stopping to restart; stopping for good",
+                    crate::signal_name(sig)
+                )));
+                self.reason = Some("stop requested".into());
+                let why = format!(
+                    "received {} before COMMAND was ready",
+                    crate::signal_name(sig)
+                );
+                let then = self.exit_failing_start(why, Finish::Stopped);
+                out.push(Action::Publish);
+                Phase::Stopping {
+                    run,
+                    kill_at,
+                    killed,
+                    then,
+                }
+            }
+            // Stopping for good already: a second request cuts the grace.
             (
                 Phase::Stopping {
                     run,
@@ -1608,6 +1653,30 @@ mod tests {
         let mut once = FakeChild::started(policy());
         once.send(Event::MemoryOver { rss: 2, limit: 1 });
         assert_eq!(once.exits, vec![Finish::Failed]);
+    }
+
+    #[test]
+    fn a_stop_during_a_recycle_stop_exits_keeping_the_grace() {
+        let mut c = FakeChild::started(Policy {
+            min_uptime: Duration::ZERO,
+            ..respawning()
+        });
+        c.ignores_term = true;
+        c.send(Event::MemoryOver { rss: 2, limit: 1 });
+        assert!(matches!(c.m.phase(), Phase::Stopping { .. }));
+        assert!(!c.m.exiting(), "a recycle stop is not published as exiting");
+        c.send(Event::Stop(TERM));
+        assert!(c.m.exiting(), "the stop request turned it into an exit");
+        assert!(
+            !c.tree_signals.contains(&KILL),
+            "the first stop request keeps the grace: {:?}",
+            c.tree_signals
+        );
+        // A second request is the operator insisting: no more grace.
+        c.send(Event::Stop(TERM));
+        assert!(c.tree_signals.contains(&KILL));
+        assert_eq!(c.exits, vec![Finish::Stopped]);
+        assert_eq!(c.spawns, 1, "no respawn after the stop request");
     }
 
     #[test]

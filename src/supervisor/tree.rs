@@ -152,9 +152,7 @@ pub fn signal_all(sig: i32) -> usize {
 /// The resident memory of every process of the tree (the supervisor's
 /// own not counted), in bytes.
 pub fn rss() -> u64 {
-    let me = std::process::id() as i32;
-    let all = crate::memory::tree_rss(me).unwrap_or(0);
-    all.saturating_sub(crate::memory::self_rss().unwrap_or(0))
+    crate::memory::descendants_rss(std::process::id() as i32)
 }
 
 /// How many processes of the tree are alive (zombies not counted).
