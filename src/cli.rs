@@ -188,7 +188,9 @@ pub struct Cli {
     pub notify: bool,
 
     /// With --notify: stop COMMAND and fail the start when READY=1 has not
-    /// arrived within SECS (EXTEND_TIMEOUT_USEC= extends it)
+    /// arrived within SECS (EXTEND_TIMEOUT_USEC= extends it); with --forking,
+    /// when COMMAND has not daemonized (first process exited, main process
+    /// found, --pidfile written) within SECS
     #[arg(long, value_name = "SECS", default_value = "60", value_parser = parse_positive_secs, help_heading = "Readiness and watchdog")]
     pub ready_timeout: Duration,
 
@@ -401,7 +403,7 @@ const APPLIES: &[(&str, u8, Option<&str>)] = &[
     ("user", START, None),
     ("env", START, None),
     ("notify", START, None),
-    ("ready_timeout", START, Some("notify")),
+    ("ready_timeout", START, Some("notify|forking")),
     ("watchdog", START, None),
     ("quiet", START, None),
     ("heartbeat_interval", START, None),
@@ -513,13 +515,15 @@ fn check_applicability(cmd: &clap::Command, matches: &ArgMatches) -> Result<(), 
                 for_modes.join(" or ")
             ));
         }
+        // `a|b`: either will do.
         if let Some(need) = needs
-            && !given(need)
+            && !need.split('|').any(given)
         {
+            let needed: Vec<String> = need.split('|').map(|n| spelled(cmd, matches, n)).collect();
             return Err(format!(
                 "{} means nothing without {}",
                 spelled(cmd, matches, id),
-                spelled(cmd, matches, need)
+                needed.join(" or ")
             ));
         }
     }
@@ -625,7 +629,8 @@ mod tests {
             );
         }
         for (id, _, needs) in APPLIES {
-            for x in std::iter::once(id).chain(needs.iter()) {
+            let needs = needs.iter().flat_map(|n| n.split('|'));
+            for x in std::iter::once(*id).chain(needs) {
                 assert!(
                     cmd.get_arguments().any(|a| a.get_id() == x),
                     "APPLIES names {x}, which is not an argument"

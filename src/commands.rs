@@ -248,7 +248,7 @@ fn ensure_peers(cli: Cli, name: &str, k: u32) -> ExitCode {
     }
     // Peers that a concurrent run (or this one) started may still be
     // starting: give them until their readiness deadline before judging.
-    let patience = if cli.notify {
+    let patience = if cli.notify || cli.forking {
         cli.ready_timeout
     } else {
         std::time::Duration::ZERO

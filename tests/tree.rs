@@ -508,6 +508,168 @@ fn forking_server_memory_limit_applies() {
     });
 }
 
+/// A classic double-forking daemon (daemon(3), python-daemon): the first
+/// process exits at once, the second calls `setsid()` and exits once it
+/// forked the daemon, which writes its PID to `argv[1]` (if given) only
+/// ~200 ms later. With `pause`, each process sleeps 100 ms before it
+/// forks (so the intermediate looks settled, as a slow one would). The
+/// daemon also records its PID in `TAG.self` (see [`daemon_self`]).
+fn classic_daemon(env: &Env, tag: &str, pause: bool) -> (std::path::PathBuf, String) {
+    let m = mark(&format!("{tag}-daemon"));
+    let me = env.path(&format!("{tag}.self"));
+    let script = py_script(
+        env,
+        &m,
+        &format!(
+            "import os, sys, time\n\
+         pause = {}\n\
+         pf = sys.argv[1] if len(sys.argv) > 1 else None\n\
+         time.sleep(pause)\n\
+         if os.fork() > 0:\n    os._exit(0)\n\
+         os.setsid()\n\
+         time.sleep(pause)\n\
+         if os.fork() > 0:\n    os._exit(0)\n\
+         time.sleep(0.2)\n\
+         if pf:\n    \
+             with open(pf + '.tmp', 'w') as f:\n        f.write('%d\\n' % os.getpid())\n    \
+             os.rename(pf + '.tmp', pf)\n\
+         with open('{}', 'w') as f:\n    f.write('%d\\n' % os.getpid())\n\
+         time.sleep(3000)",
+            if pause { "0.1" } else { "0" },
+            me.display()
+        ),
+    );
+    (script, m)
+}
+
+/// The PID the classic daemon recorded, once it did.
+fn daemon_self(env: &Env, tag: &str) -> Option<i32> {
+    read(&env.path(&format!("{tag}.self"))).trim().parse().ok()
+}
+
+/// Starts the classic daemon under `--forking` (with `extra` options) and
+/// checks the start waited for the real daemon: it runs once the start
+/// returns, is the supervised main process, `--check` says 0, and
+/// `--stop` ends it.
+fn classic_daemon_is_supervised(tag: &str, with_pidfile: bool, pause: bool) {
+    let env = Env::new();
+    let _sweep = Sweep::new(&env);
+    let (script, m) = classic_daemon(&env, tag, pause);
+    let pidfile = env.path(&format!("{tag}.pid"));
+    let log = env.path(&format!("{tag}.log"));
+    let mut opts = vec!["--forking", "--stop-timeout", "2", "--log", s(&log)];
+    let mut cmd = vec![s(&script)];
+    if with_pidfile {
+        opts.extend_from_slice(&["--pidfile", s(&pidfile)]);
+        cmd.push(s(&pidfile));
+    }
+    assert_eq!(
+        start_code(&env, tag, &opts, &cmd),
+        0,
+        "the --forking start failed"
+    );
+    // The start reported success only once a main process was settled:
+    // the daemon runs now (an intermediate may still be on its way out).
+    assert!(
+        !marked(&m).is_empty(),
+        "the daemon is not running after the start"
+    );
+    let mut seen = Vec::new();
+    let daemon = poll_until(DEADLINE, || {
+        seen = marked(&m);
+        let daemon = daemon_self(&env, tag)?;
+        (seen == [daemon]).then_some(daemon)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "not exactly the daemon {:?} running: {seen:?}; log: {}",
+            daemon_self(&env, tag),
+            read(&log)
+        )
+    });
+    if with_pidfile {
+        assert_eq!(read(&pidfile).trim(), daemon.to_string());
+    }
+    let mut st = None;
+    let shown = poll_until(DEADLINE, || {
+        st = slot1(&env, tag);
+        let s = st.as_ref()?;
+        (s["state"] == "running" && (s["child_pid"] == daemon || s["main_pid"] == daemon))
+            .then_some(())
+    });
+    assert!(
+        shown.is_some(),
+        "the supervised main process is not the daemon {daemon}: {st:?}"
+    );
+    assert_eq!(env.check(tag), 0, "--check after a --forking start");
+    // It stays supervised: not stopped as "what COMMAND left running".
+    let text = read(&log);
+    assert!(!text.contains("left running"), "{text}");
+    assert!(alive(daemon));
+    stop(&env, tag);
+    assert!(marked(&m).is_empty(), "--stop left the daemon running");
+    assert_eq!(env.check(tag), 3);
+}
+
+/// (6d) The defect: a classic double fork with `--pidfile` written after
+/// the second fork. The supervisor waits for the PID file instead of
+/// supervising the intermediate and killing the daemon when it exits.
+#[test]
+fn forking_classic_double_fork_with_pidfile() {
+    classic_daemon_is_supervised("dfpf", true, false);
+    classic_daemon_is_supervised("dfpfp", true, true);
+}
+
+/// (6e) The same without `--pidfile`: the intermediate that exits 0
+/// leaving the daemon is not the end of the run; the daemon is picked
+/// (again, when the intermediate paused before forking and was picked).
+#[test]
+fn forking_classic_double_fork_without_pidfile() {
+    classic_daemon_is_supervised("dfnp", false, false);
+    classic_daemon_is_supervised("dfnpp", false, true);
+}
+
+/// (6f) A `--pidfile` that never appears fails the start within
+/// `--ready-timeout`, naming the file, and leaves nothing running.
+#[test]
+fn forking_pidfile_never_written_fails_the_start() {
+    let env = Env::new();
+    let _sweep = Sweep::new(&env);
+    let (script, m) = classic_daemon(&env, "dfnever", false);
+    let pidfile = env.path("never.pid");
+    let began = std::time::Instant::now();
+    let out = run_within(
+        &env,
+        DEADLINE,
+        [
+            "--name",
+            "dfnever",
+            "--forking",
+            "--pidfile",
+            s(&pidfile),
+            "--ready-timeout",
+            "1",
+            "--stop-timeout",
+            "2",
+            "--",
+            s(&script),
+        ],
+    );
+    let took = began.elapsed();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(code(&out), 0, "a start without its PID file succeeded");
+    assert!(
+        err.contains(s(&pidfile)),
+        "the message names no file: {err}"
+    );
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(10),
+        "failed after {took:?}, not at --ready-timeout 1"
+    );
+    assert!(marked(&m).is_empty(), "the daemon was left running");
+    assert_eq!(env.check("dfnever"), 3);
+}
+
 /// (7) `--respawn` with a COMMAND that backgrounds a child (plain `&` and
 /// `setsid -f`) and exits: the copies never exceed N.
 #[test]

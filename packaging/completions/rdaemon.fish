@@ -38,7 +38,7 @@ complete -c rdaemon -l chdir -d 'Run COMMAND in DIR [default: / when detached, t
 complete -c rdaemon -l umask -d 'File mode creation mask for COMMAND, in octal (e.g. 027)' -r
 complete -c rdaemon -l user -d 'Run COMMAND as USER (and GROUP), names or numeric IDs, with USER\'s supplementary groups; root only. The PID file stays root\'s. The packaged static build looks names up in /etc/passwd and /etc/group (and nscd), not through NSS modules such as sssd or LDAP' -r
 complete -c rdaemon -l env -d 'Set an environment variable for COMMAND (repeatable)' -r
-complete -c rdaemon -l ready-timeout -d 'With --notify: stop COMMAND and fail the start when READY=1 has not arrived within SECS (EXTEND_TIMEOUT_USEC= extends it)' -r
+complete -c rdaemon -l ready-timeout -d 'With --notify: stop COMMAND and fail the start when READY=1 has not arrived within SECS (EXTEND_TIMEOUT_USEC= extends it); with --forking, when COMMAND has not daemonized (first process exited, main process found, --pidfile written) within SECS' -r
 complete -c rdaemon -l watchdog -d 'COMMAND must send WATCHDOG=1 at least every SECS (WATCHDOG_USEC tells it); otherwise it is hung: stopped gracefully and, with --respawn, started afresh' -r
 complete -c rdaemon -l heartbeat-interval -d 'Also refresh the heartbeat (the PID file\'s mtime) every SECS. Not needed for --check --max-age or --status: by default the supervisor answers each of them with a fresh heartbeat and otherwise sleeps without waking. Set it for monitors that only stat() the file. A COMMAND that sends WATCHDOG=1 supplies its own heartbeat' -r
 complete -c rdaemon -l min-peers -d 'How many peers must run: with --check, for exit 0 [default: 1]; on a start, start only the missing ones (at most --max-peers)' -r

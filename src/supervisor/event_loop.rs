@@ -231,6 +231,7 @@ pub(super) fn run(cfg: Config, ready: &mut dyn Readiness) -> Finish {
         min_uptime: cfg.min_uptime,
         recycle_codes: cfg.recycle_codes.clone(),
         forking: cfg.forking,
+        pidfile: cfg.pidfile.is_some(),
         lease_retry: cfg.cluster.as_ref().map(|c| c.lease_ttl / 3),
         settle: !cfg.foreground,
     };
@@ -503,8 +504,8 @@ impl Supervisor<'_> {
                 }
             }
             Action::FindMain => {
-                let found = self.find_main();
-                self.queue.push_back(Event::MainFound(found));
+                let ev = self.find_main();
+                self.queue.push_back(ev);
             }
             Action::SignalTree(sig) => {
                 let n = tree::signal_all(sig);
@@ -631,30 +632,41 @@ impl Supervisor<'_> {
         Event::Spawned { pid }
     }
 
-    /// `--forking`: the process COMMAND's first process left behind: the
-    /// PID in `--pidfile` if it names a process of our tree, otherwise our
-    /// single remaining child.
-    fn find_main(&self) -> Result<i32, String> {
+    /// `--forking`: one look for the process COMMAND's first process left
+    /// behind. With `--pidfile`, only the PID it names, once it names a
+    /// live process of our tree: until then (the file is written only
+    /// after a double fork, or still holds a stale PID), "not yet" and the
+    /// machine looks again. Without it, our single remaining child once it
+    /// settled (blocked): one that exits at once was the intermediate of a
+    /// double fork, and so is a tree with no live child yet. Several
+    /// children, or nothing left, are final.
+    fn find_main(&self) -> Event {
         let me = std::process::id() as i32;
         if let Some(path) = &self.cfg.pidfile {
-            match read_pidfile(path) {
-                Ok(pid) if crate::proc::descends_from(pid, me) && pid != me => return Ok(pid),
-                Ok(pid) => {
-                    self.event(&format!(
-                        "ignoring PID {pid} in {}: not a process of COMMAND's tree",
-                        path.display()
-                    ));
+            return match read_pidfile(path) {
+                Ok(pid) if pid != me && crate::proc::descends_from(pid, me) && live(pid) => {
+                    Event::MainFound(Ok(pid))
                 }
-                Err(e) => self.event(&format!("cannot use {}: {e}", path.display())),
-            }
+                Ok(pid) => Event::MainNotYet(format!(
+                    "{} names PID {pid}, not a live process of COMMAND's tree",
+                    path.display()
+                )),
+                Err(e) => Event::MainNotYet(format!("cannot use {}: {e}", path.display())),
+            };
         }
         match tree::live_children().as_slice() {
-            [one] => Ok(*one),
-            [] => Err("it left no process running".into()),
-            many => Err(format!(
-                "it left {} processes and no usable --pidfile names the main one",
+            [one] if crate::proc::await_settled(*one, SETTLE_LIMIT) => Event::MainNotYet(
+                "the process it left is still daemonizing (it exited at once)".into(),
+            ),
+            [one] => Event::MainFound(Ok(*one)),
+            [] if tree::live_count() > 0 => {
+                Event::MainNotYet("the processes it left are between forks".into())
+            }
+            [] => Event::MainFound(Err("it left no process running".into())),
+            many => Event::MainFound(Err(format!(
+                "it left {} processes and no --pidfile names the main one",
                 many.len()
-            )),
+            ))),
         }
     }
 
@@ -1059,6 +1071,11 @@ impl Supervisor<'_> {
             }
         }
     }
+}
+
+/// Whether `pid` exists and is not a zombie.
+fn live(pid: i32) -> bool {
+    crate::proc::stat(pid).is_some_and(|st| !matches!(st.state, b'Z' | b'X'))
 }
 
 /// Reads a daemon's PID file (`--pidfile`): not following a symlink, a

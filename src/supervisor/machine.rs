@@ -10,7 +10,7 @@
 //! watchexec's `TestChild` do.
 //!
 //! ```text
-//!          Spawned                READY=1 / first process exited 0 (--forking)
+//!          Spawned                READY=1 / main process found (--forking)
 //!  Idle ───────────▶ Starting ─────────────────────────▶ Running
 //!                       │  stop, lock lost, memory, restart,  │
 //!                       │  COMMAND exited, watchdog, lease    │
@@ -22,6 +22,15 @@
 //!   Done(finish)  BackingOff{until}  WaitingForLease{retry}  Spawn (recycle)
 //!                       │ until ──▶ Spawn     │ reclaimed ──▶ Spawn
 //! ```
+//!
+//! Under `--forking`, `Starting` also tracks the daemonizing ([`Forking`]):
+//! the first process runs; it exited 0 and the main process is sought
+//! (`FindMain`, answered `MainFound` or `MainNotYet`, asked again after a
+//! growing pause until `start_by`: a PID file written after a double fork,
+//! a tree between forks); the start is reported only once it is found.
+//! Without `--pidfile`, a picked main process that exits 0 leaving
+//! processes behind was an intermediate: the machine seeks again (a few
+//! times at most) instead of ending the run.
 //!
 //! Each phase carries its own deadlines (the READY=1 wait in `Starting`,
 //! the watchdog in `Running`, the SIGKILL in `Stopping`, the end of a
@@ -96,6 +105,11 @@ pub struct Policy {
     pub min_uptime: Duration,
     pub recycle_codes: Vec<i32>,
     pub forking: bool,
+    /// `--forking --pidfile`: only the PID file names the main process
+    /// (waited for until `ready_timeout`); without it, the single remaining
+    /// child is the main process, and is picked again if it turns out to
+    /// be the intermediate of a double fork.
+    pub pidfile: bool,
     /// With `--etcd`: how often to try to reclaim a lost cluster slot.
     pub lease_retry: Option<Duration>,
     /// A starter waits for the first start's outcome (not `--foreground`):
@@ -128,6 +142,11 @@ pub enum Event {
     /// Answer to [`Action::FindMain`] (`--forking`): the process COMMAND
     /// left behind, or why none could be trusted.
     MainFound(Result<i32, String>),
+    /// Answer to [`Action::FindMain`]: no main process yet, but COMMAND
+    /// may still be daemonizing (the PID file is not written yet, or its
+    /// processes are between forks); the text says what was seen. The
+    /// machine asks again after a pause, until the start's deadline.
+    MainNotYet(String),
     /// A stop signal: TERM, INT or QUIT.
     Stop(i32),
     /// HUP, USR1 or USR2: for COMMAND's main process.
@@ -228,7 +247,50 @@ pub struct Run {
     pub started: Instant,
     /// The main process has exited (been reaped).
     pub main_gone: bool,
+    /// `--forking` without `--pidfile`: how often the main process was
+    /// picked again after the one picked exited 0 leaving processes
+    /// behind (the intermediate of a double fork). Bounded.
+    pub repicks: u8,
 }
+
+/// Where a `--forking` start is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Forking {
+    /// Not `--forking`, or the main process is known.
+    Off,
+    /// COMMAND's first process has not exited yet.
+    FirstRuns,
+    /// The first process (or a picked main process that turned out to be
+    /// an intermediate) exited 0: looking for the main process. A
+    /// [`Action::FindMain`] is outstanding while `retry_at` is `None`;
+    /// otherwise the next one is due at `retry_at`, `pause` after the
+    /// last `MainNotYet` (doubling, up to [`SEEK_PAUSE_MAX`]). `why` is
+    /// what the last look saw, for the log and a timeout's message.
+    Seeking {
+        retry_at: Option<Instant>,
+        pause: Duration,
+        why: Option<String>,
+    },
+}
+
+impl Forking {
+    fn seeking() -> Forking {
+        Forking::Seeking {
+            retry_at: None,
+            pause: SEEK_PAUSE_FIRST,
+            why: None,
+        }
+    }
+}
+
+/// The first pause between two looks for a `--forking` main process.
+const SEEK_PAUSE_FIRST: Duration = Duration::from_millis(5);
+/// The longest pause between two looks (a bounded poll with back-off,
+/// only while a start is not complete).
+pub const SEEK_PAUSE_MAX: Duration = Duration::from_millis(200);
+/// How often a main process is picked again after the picked one exited
+/// 0 leaving processes behind (a double fork needs one; a triple, two).
+const MAX_REPICKS: u8 = 4;
 
 /// The supervisor's phase.
 #[derive(Debug, Clone, PartialEq)]
@@ -236,13 +298,13 @@ pub enum Phase {
     /// Before the first spawn.
     Idle,
     /// COMMAND runs but its start is not complete: READY=1 not yet sent
-    /// (`--notify`, `awaiting_ready`) or its first process has not yet
-    /// exited (`--forking`, `forking`); both by `start_by`.
+    /// (`--notify`, `awaiting_ready`) or its main process is not known
+    /// yet (`--forking`, `forking`); both by `start_by`.
     Starting {
         run: Run,
         start_by: Instant,
         awaiting_ready: bool,
-        forking: bool,
+        forking: Forking,
     },
     /// COMMAND runs; `watchdog_by` with `--watchdog`.
     Running {
@@ -324,7 +386,7 @@ impl Machine {
             // short wait to see it did not die at once changes nothing.
             Phase::Starting {
                 awaiting_ready: false,
-                forking: false,
+                forking: Forking::Off,
                 ..
             } if !self.restart_waiting => state::Phase::Running,
             Phase::Starting { .. } => state::Phase::Starting,
@@ -401,6 +463,14 @@ impl Machine {
     /// The earliest deadline of the current phase.
     pub fn next_deadline(&self) -> Option<Instant> {
         match &self.phase {
+            Phase::Starting {
+                start_by,
+                forking:
+                    Forking::Seeking {
+                        retry_at: Some(at), ..
+                    },
+                ..
+            } => Some(*start_by.min(at)),
             Phase::Starting { start_by, .. } => Some(*start_by),
             Phase::Running { watchdog_by, .. } => *watchdog_by,
             Phase::Stopping { kill_at, .. } => Some(*kill_at),
@@ -439,7 +509,7 @@ impl Machine {
                     run,
                     start_by,
                     awaiting_ready,
-                    forking: true,
+                    forking: Forking::FirstRuns,
                 },
                 Event::Reaped {
                     pid,
@@ -455,9 +525,37 @@ impl Machine {
                     },
                     start_by,
                     awaiting_ready,
-                    forking: true,
+                    forking: Forking::seeking(),
                 }
             }
+            // --forking without --pidfile: the main process picked was the
+            // single remaining child, and it exited 0 leaving processes
+            // behind: it was the intermediate of a double fork, not the
+            // daemon. Pick again among what is left (bounded) instead of
+            // ending the run; the start's deadline applies afresh.
+            (
+                Phase::Starting {
+                    run,
+                    awaiting_ready,
+                    forking: Forking::Off,
+                    ..
+                },
+                Event::Reaped {
+                    pid,
+                    status: ExitStatus::Code(0),
+                    tree_empty: false,
+                },
+            ) if pid == run.main && self.may_repick(&run) => {
+                self.repick(run, awaiting_ready, now, &mut out)
+            }
+            (
+                Phase::Running { run, .. },
+                Event::Reaped {
+                    pid,
+                    status: ExitStatus::Code(0),
+                    tree_empty: false,
+                },
+            ) if pid == run.main && self.may_repick(&run) => self.repick(run, false, now, &mut out),
             (
                 Phase::Starting { run, .. } | Phase::Running { run, .. },
                 Event::Reaped {
@@ -489,14 +587,18 @@ impl Machine {
                     run,
                     start_by,
                     awaiting_ready,
-                    forking: true,
+                    forking: Forking::Seeking { .. },
                 },
                 Event::MainFound(found),
             ) => match found {
                 Ok(main) => {
-                    out.push(Action::Log(format!(
-                        "COMMAND's first process exited; supervising PID {main} it left behind"
-                    )));
+                    out.push(Action::Log(if run.repicks == 0 {
+                        format!(
+                            "COMMAND's first process exited; supervising PID {main} it left behind"
+                        )
+                    } else {
+                        format!("supervising PID {main}, left behind by PID {}", run.main)
+                    }));
                     let run = Run {
                         main,
                         main_gone: false,
@@ -508,7 +610,7 @@ impl Machine {
                             run,
                             start_by,
                             awaiting_ready,
-                            forking: false,
+                            forking: Forking::Off,
                         }
                     } else {
                         self.now_running(run, true, now, &mut out)
@@ -525,8 +627,40 @@ impl Machine {
             (
                 Phase::Starting {
                     run,
+                    start_by,
+                    awaiting_ready,
+                    forking:
+                        Forking::Seeking {
+                            retry_at: None,
+                            pause,
+                            why: last,
+                        },
+                },
+                Event::MainNotYet(why),
+            ) => {
+                // Logged once per distinct sight, not once per look.
+                if last.as_deref() != Some(why.as_str()) {
+                    out.push(Action::Log(format!(
+                        "waiting for COMMAND's main process: {why}"
+                    )));
+                }
+                Phase::Starting {
+                    run,
+                    start_by,
+                    awaiting_ready,
+                    forking: Forking::Seeking {
+                        retry_at: Some((now + pause).min(start_by)),
+                        pause: (pause * 2).min(SEEK_PAUSE_MAX),
+                        why: Some(why),
+                    },
+                }
+            }
+
+            (
+                Phase::Starting {
+                    run,
                     awaiting_ready: false,
-                    forking: false,
+                    forking: Forking::Off,
                     ..
                 },
                 Event::Settled,
@@ -556,7 +690,7 @@ impl Machine {
                 } else if n.ready && awaiting_ready {
                     out.push(Action::Log("COMMAND is ready".into()));
                     self.ready = true;
-                    if forking {
+                    if forking != Forking::Off {
                         out.push(Action::Publish);
                         Phase::Starting {
                             run,
@@ -605,7 +739,13 @@ impl Machine {
                 Event::Tick,
             ) => {
                 if now >= start_by {
-                    let msg = if forking {
+                    let msg = if let Forking::Seeking { why, .. } = &forking {
+                        format!(
+                            "COMMAND daemonized, but no main process was found within {}: {}; stopping it",
+                            secs(self.policy.ready_timeout),
+                            why.as_deref().unwrap_or("no answer")
+                        )
+                    } else if forking == Forking::FirstRuns {
                         format!(
                             "COMMAND's first process did not exit within {}; stopping it",
                             secs(self.policy.ready_timeout)
@@ -619,6 +759,25 @@ impl Machine {
                     out.push(Action::Log(msg.clone()));
                     let then = self.failed_start_then(StartOutcome::Failed(msg));
                     self.begin_stop(Some(run), then, "start timed out", now, &mut out)
+                } else if let Forking::Seeking {
+                    retry_at: Some(at),
+                    pause,
+                    why,
+                } = &forking
+                    && now >= *at
+                {
+                    // Look again; not due again until the answer says so.
+                    out.push(Action::FindMain);
+                    Phase::Starting {
+                        run,
+                        start_by,
+                        awaiting_ready,
+                        forking: Forking::Seeking {
+                            retry_at: None,
+                            pause: *pause,
+                            why: why.clone(),
+                        },
+                    }
                 } else {
                     Phase::Starting {
                         run,
@@ -996,6 +1155,40 @@ impl Machine {
         }
     }
 
+    /// `--forking` without `--pidfile`: whether `run`'s main process, the
+    /// single child picked after the first process exited, may be picked
+    /// again when it exits 0 leaving processes behind.
+    fn may_repick(&self, run: &Run) -> bool {
+        self.policy.forking && !self.policy.pidfile && run.repicks < MAX_REPICKS
+    }
+
+    /// The picked main process exited 0 but its tree lives on: look for
+    /// the main process again, as after the first process's exit.
+    fn repick(
+        &mut self,
+        run: Run,
+        awaiting_ready: bool,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) -> Phase {
+        out.push(Action::Log(format!(
+            "PID {} exited (status 0) leaving processes running: still daemonizing; \
+             looking for COMMAND's main process again",
+            run.main
+        )));
+        out.push(Action::FindMain);
+        Phase::Starting {
+            run: Run {
+                main_gone: true,
+                repicks: run.repicks + 1,
+                ..run
+            },
+            start_by: now + self.policy.ready_timeout,
+            awaiting_ready,
+            forking: Forking::seeking(),
+        }
+    }
+
     fn lease_retry(&self) -> Duration {
         self.policy.lease_retry.unwrap_or(Duration::from_secs(3))
     }
@@ -1009,6 +1202,7 @@ impl Machine {
             main: pid,
             started: now,
             main_gone: false,
+            repicks: 0,
         };
         // The first start is told only once COMMAND did not die at once
         // (with --respawn a quick death is a failed run, not a failed
@@ -1032,7 +1226,11 @@ impl Machine {
                 run,
                 start_by: now + self.policy.ready_timeout,
                 awaiting_ready: self.policy.notify,
-                forking: self.policy.forking,
+                forking: if self.policy.forking {
+                    Forking::FirstRuns
+                } else {
+                    Forking::Off
+                },
             }
         } else {
             self.now_running(run, true, now, out)
@@ -1393,6 +1591,10 @@ mod tests {
         logs: Vec<String>,
         spawns: usize,
         reclaim_ok: bool,
+        /// Scripted answers to `FindMain`, in order; once used up, a fresh
+        /// process left behind is found.
+        find_answers: Vec<Event>,
+        finds: usize,
     }
 
     impl FakeChild {
@@ -1411,6 +1613,8 @@ mod tests {
                 logs: Vec::new(),
                 spawns: 0,
                 reclaim_ok: true,
+                find_answers: Vec::new(),
+                finds: 0,
             }
         }
 
@@ -1435,9 +1639,14 @@ mod tests {
                         }
                         Action::AwaitSettled => queue.push(Event::Settled),
                         Action::FindMain => {
-                            let left = self.next_pid + 1000;
-                            self.alive.push(left);
-                            queue.push(Event::MainFound(Ok(left)));
+                            self.finds += 1;
+                            if self.find_answers.is_empty() {
+                                let left = self.next_pid + 999 + self.finds as i32;
+                                self.alive.push(left);
+                                queue.push(Event::MainFound(Ok(left)));
+                            } else {
+                                queue.push(self.find_answers.remove(0));
+                            }
                         }
                         Action::SignalTree(sig) => {
                             self.tree_signals.push(sig);
@@ -1860,5 +2069,157 @@ mod tests {
             "{:?}",
             c.logs
         );
+    }
+
+    fn forking(pidfile: bool) -> Policy {
+        Policy {
+            forking: true,
+            pidfile,
+            ..policy()
+        }
+    }
+
+    /// Advances to each deadline in turn until `done` holds or `limit`
+    /// passed; returns how long that took.
+    fn run_deadlines(c: &mut FakeChild, limit: Duration, done: impl Fn(&FakeChild) -> bool) {
+        let end = c.now + limit;
+        while !done(c) && c.now < end {
+            let at = c.m.next_deadline().expect("a deadline while starting");
+            assert!(at > c.now, "a deadline in the past would spin");
+            c.advance(at - c.now);
+        }
+    }
+
+    #[test]
+    fn forking_with_a_pidfile_waits_for_it_before_reporting() {
+        let mut c = FakeChild::started(forking(true));
+        let gone = "cannot use /d/app.pid: No such file or directory".to_string();
+        c.find_answers = vec![Event::MainNotYet(gone.clone()), Event::MainNotYet(gone)];
+        let t0 = c.now;
+        c.main_exits(0, true);
+        assert!(
+            c.reports.is_empty(),
+            "started before the PID file named the main process"
+        );
+        assert_eq!(c.m.main_pid(), None);
+        assert_eq!(c.m.published_phase(), Some(state::Phase::Starting));
+        // Looked again after a short pause, not at the start's deadline.
+        let first = c.m.next_deadline().unwrap() - c.now;
+        assert!(first <= Duration::from_millis(10), "{first:?}");
+        run_deadlines(&mut c, Duration::from_secs(5), |c| !c.reports.is_empty());
+        assert_eq!(c.reports, vec![StartOutcome::Started]);
+        assert_eq!(c.finds, 3);
+        assert!(c.now - t0 < Duration::from_millis(100), "{:?}", c.now - t0);
+        assert_eq!(
+            c.m.main_pid(),
+            Some(1103),
+            "the process the third look found"
+        );
+        assert!(c.tree_signals.is_empty(), "{:?}", c.tree_signals);
+        let waits = c.logs.iter().filter(|l| l.contains("waiting for")).count();
+        assert_eq!(waits, 1, "one log line per distinct sight: {:?}", c.logs);
+        assert_eq!(c.m.next_deadline(), None, "no wake-ups once running");
+    }
+
+    #[test]
+    fn forking_pidfile_never_written_fails_the_start_naming_it() {
+        let mut c = FakeChild::started(forking(true));
+        let gone = "cannot use /d/app.pid: No such file or directory";
+        c.find_answers = (0..1000).map(|_| Event::MainNotYet(gone.into())).collect();
+        let t0 = c.now;
+        c.main_exits(0, true);
+        run_deadlines(&mut c, Duration::from_secs(10), FakeChild::is_done);
+        assert!(c.reports.is_empty());
+        assert!(
+            matches!(c.exits[..], [Finish::StartFailed(_)]),
+            "{:?}",
+            c.exits
+        );
+        assert_eq!(
+            c.now - t0,
+            Duration::from_secs(5),
+            "fails at --ready-timeout"
+        );
+        assert!(
+            c.finds < 40,
+            "a bounded poll with back-off: {} looks",
+            c.finds
+        );
+        assert!(c.tree_signals.contains(&TERM));
+        assert!(matches!(
+            c.m.take_pending_report(),
+            Some(StartOutcome::Failed(m)) if m.contains("/d/app.pid") && m.contains("within 5s")
+        ));
+    }
+
+    #[test]
+    fn forking_picks_again_when_the_picked_child_was_an_intermediate() {
+        let mut c = FakeChild::started(forking(false));
+        c.main_exits(0, true);
+        assert_eq!(c.reports, vec![StartOutcome::Started]);
+        let intermediate = c.m.main_pid().unwrap();
+        // The intermediate of a double fork exits 0; the daemon lives on.
+        c.main_exits(0, true);
+        let daemon = c.m.main_pid().expect("a main process picked again");
+        assert_ne!(daemon, intermediate);
+        assert!(
+            matches!(c.m.phase(), Phase::Running { .. }),
+            "{:?}",
+            c.m.phase()
+        );
+        assert!(
+            c.tree_signals.is_empty(),
+            "the daemon was signalled: {:?}",
+            c.logs
+        );
+        assert!(c.exits.is_empty());
+        assert_eq!(c.reports, vec![StartOutcome::Started]);
+        assert!(
+            c.logs
+                .iter()
+                .any(|l| l.contains("looking for COMMAND's main process again"))
+        );
+        assert_eq!(c.m.next_deadline(), None, "no wake-ups once running");
+        // Bounded: a main process that keeps handing over ends the run.
+        for _ in 1..MAX_REPICKS {
+            c.main_exits(0, true);
+            assert!(matches!(c.m.phase(), Phase::Running { .. }));
+        }
+        c.main_exits(0, true);
+        assert_eq!(c.exits, vec![Finish::CommandExited(ExitStatus::Code(0))]);
+    }
+
+    #[test]
+    fn forking_picks_again_before_reporting_while_the_tree_is_between_forks() {
+        let mut c = FakeChild::started(forking(false));
+        c.find_answers = vec![Event::MainNotYet("between forks".into())];
+        c.main_exits(0, true);
+        assert!(c.reports.is_empty());
+        run_deadlines(&mut c, Duration::from_secs(5), |c| !c.reports.is_empty());
+        assert_eq!(c.reports, vec![StartOutcome::Started]);
+        assert!(c.m.main_pid().is_some());
+    }
+
+    #[test]
+    fn forking_never_picks_among_several_or_with_a_pidfile() {
+        // Two candidates left by an intermediate: fail as before.
+        let mut c = FakeChild::started(forking(false));
+        c.main_exits(0, true);
+        c.find_answers = vec![Event::MainFound(Err(
+            "it left 2 processes and no --pidfile names the main one".into(),
+        ))];
+        c.main_exits(0, true);
+        assert_eq!(c.exits, vec![Finish::Failed]);
+        assert!(
+            c.logs.iter().any(|l| l.contains("it left 2 processes")),
+            "{:?}",
+            c.logs
+        );
+        // With --pidfile the named main process exiting is the run's end.
+        let mut p = FakeChild::started(forking(true));
+        p.main_exits(0, true);
+        p.main_exits(0, true);
+        assert_eq!(p.finds, 1);
+        assert_eq!(p.exits, vec![Finish::CommandExited(ExitStatus::Code(0))]);
     }
 }

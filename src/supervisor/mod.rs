@@ -124,7 +124,7 @@ pub struct Config {
     /// `--notify`: the start is reported only once COMMAND sends READY=1.
     pub notify: bool,
     /// `--ready-timeout`: how long `--notify` waits for READY=1 (and
-    /// `--forking` for COMMAND's first process to exit).
+    /// `--forking` for COMMAND to daemonize: its main process found).
     pub ready_timeout: Duration,
     /// `--watchdog`: COMMAND must send WATCHDOG=1 at least this often.
     pub watchdog: Option<Duration>,
