@@ -40,30 +40,58 @@ pub fn self_peak_rss() -> Option<u64> {
 /// The resident memory of `root` and all its descendants, in bytes, found
 /// through the parent links in `/proc/*/stat` (descendants that started
 /// their own session or group still count). `None` if `root` is gone.
+///
+/// A process whose leader is a zombie while its threads run (`pthread_exit`
+/// in `main`) reads as 0 in its own `statm`: its memory is counted from a
+/// running thread's (see [`crate::proc::live_dir`]). A true zombie holds
+/// no memory and counts 0.
 pub fn tree_rss(root: i32) -> Option<u64> {
-    let own = statm_rss(&format!("/proc/{root}/statm"))?;
-    Some(own + descendants_rss(root))
+    let (own, below) = sum_tree(root);
+    Some(own? + below)
 }
 
 /// The resident memory of `root`'s descendants alone, in bytes (0 when it
 /// has none, or is gone): a supervisor's whole tree, including what was
 /// re-parented to it as a subreaper, without the supervisor itself.
 pub fn descendants_rss(root: i32) -> u64 {
-    let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
+    sum_tree(root).1
+}
+
+/// `root`'s own resident memory (`None` when it is gone) and its
+/// descendants', from one walk of `/proc`.
+fn sum_tree(root: i32) -> (Option<u64>, u64) {
+    use crate::proc::{ProcStat, exited_state, live_dir};
+    let mut children: HashMap<i32, Vec<ProcStat>> = HashMap::new();
+    let mut root_stat = None;
     for pid in crate::proc::all_pids() {
         if let Some(st) = crate::proc::stat(pid) {
-            children.entry(st.ppid).or_default().push(pid);
+            if pid == root {
+                root_stat = Some(st);
+            }
+            children.entry(st.ppid).or_default().push(st);
         }
     }
-    let mut total = 0;
+    let rss = |st: &ProcStat| {
+        if exited_state(st.state) {
+            statm_rss(&format!("{}/statm", live_dir(st)?))
+        } else {
+            statm_rss(&format!("/proc/{}/statm", st.pid))
+        }
+    };
+    // `all_pids` leaves out PID 1, which the root is when rdaemon is a
+    // container's init.
+    let own = root_stat
+        .or_else(|| crate::proc::stat(root))
+        .map(|st| rss(&st).unwrap_or(0));
+    let mut below = 0;
     let mut stack = children.remove(&root).unwrap_or_default();
-    while let Some(pid) = stack.pop() {
-        total += statm_rss(&format!("/proc/{pid}/statm")).unwrap_or(0);
-        if let Some(more) = children.remove(&pid) {
+    while let Some(st) = stack.pop() {
+        below += rss(&st).unwrap_or(0);
+        if let Some(more) = children.remove(&st.pid) {
             stack.extend(more);
         }
     }
-    total
+    (own, below)
 }
 
 #[cfg(test)]

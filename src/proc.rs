@@ -9,6 +9,15 @@
 //! before step 1, step 2 examines the new process and fails; if it is reused
 //! after step 1, the pidfd still refers to the old, dead process and the
 //! signal fails with ESRCH instead of reaching a stranger.
+//!
+//! `/proc/PID/stat`, `statm` and `fd` describe the thread-group leader,
+//! not the process. A program whose main thread called `pthread_exit`
+//! while its other threads run shows state `Z`, no memory and no
+//! descriptors there, yet it is alive: a signal to its PID reaches its
+//! threads, and its parent cannot reap it until the last thread is gone.
+//! So no state letter alone says "dead": [`running`] asks `Threads:` of a
+//! zombie leader, and [`live_dir`] names a running thread's directory to
+//! read the memory and descriptors from.
 
 use std::fs;
 use std::io;
@@ -51,33 +60,118 @@ pub fn stat(pid: i32) -> Option<ProcStat> {
     parse_stat(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
 
+/// Whether a state letter of `/proc/PID/stat` says the task has exited
+/// (`Z`: a zombie; `X`, or `x` before Linux 3.13: being released).
+pub fn exited_state(state: u8) -> bool {
+    matches!(state, b'Z' | b'X' | b'x')
+}
+
+/// Whether a process whose leader shows `state` and whose `/proc/PID/status`
+/// counts `threads` (the leader included) is still running.
+///
+/// `/proc/PID/stat` is the thread-group leader's, not the process's: a
+/// program whose main thread called `pthread_exit` while its other threads
+/// go on shows `Z`, yet it is alive, signals to its PID reach its threads,
+/// and its memory and descriptors are theirs. The kernel keeps such a
+/// leader (counted in `Threads:`) until its last thread is gone, and only
+/// then makes it a zombie its parent can reap; so a `Z` leader is dead
+/// only when it is the last thread left.
+pub fn group_running(state: u8, threads: Option<u32>) -> bool {
+    !exited_state(state) || (state == b'Z' && threads.is_some_and(|n| n > 1))
+}
+
+/// The `Threads:` count of a `/proc/PID/status` text.
+pub fn parse_threads(status: &str) -> Option<u32> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Whether the process `st` describes is still running (see
+/// [`group_running`]). Reads `/proc/PID/status` only for a zombie leader.
+pub fn running(st: &ProcStat) -> bool {
+    if !exited_state(st.state) {
+        return true;
+    }
+    let threads = (st.state == b'Z')
+        .then(|| fs::read_to_string(format!("/proc/{}/status", st.pid)).ok())
+        .flatten()
+        .and_then(|s| parse_threads(&s));
+    group_running(st.state, threads)
+}
+
+/// The `/proc` directory to read a running process's memory and
+/// descriptors from: `/proc/PID` itself, or, when its leader is a zombie,
+/// `/proc/PID/task/TID` of a thread that still runs (the leader's own
+/// `statm` reads as 0 and its `fd` is empty: it gave up its memory and
+/// descriptor table on exit, which its threads share and keep). `None`
+/// when the process is gone or has no running thread.
+pub fn live_dir(st: &ProcStat) -> Option<String> {
+    let pid = st.pid;
+    if !exited_state(st.state) {
+        return Some(format!("/proc/{pid}"));
+    }
+    // The tasks of a process are listed under its own directory, so a TID
+    // found there belongs to that process (a reused TID is not listed).
+    let tasks = fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    tasks.flatten().find_map(|e| {
+        let tid: i32 = e.file_name().to_str()?.parse().ok()?;
+        let dir = format!("/proc/{pid}/task/{tid}");
+        let tst = parse_stat(&fs::read_to_string(format!("{dir}/stat")).ok()?)?;
+        (tid != pid && !exited_state(tst.state)).then_some(dir)
+    })
+}
+
 /// Whether process `pid` has an open descriptor on the file `id` that
 /// carries an exclusive flock. `Err` when its descriptors cannot be
 /// examined (another user's process, without privilege).
 pub fn holds_lock_on(pid: i32, id: FileId) -> io::Result<bool> {
-    let fd_dir = format!("/proc/{pid}/fd");
+    let found = holds_lock_in(&format!("/proc/{pid}"), id)?;
+    if found.is_some() {
+        return Ok(found == Some(true));
+    }
+    // No descriptor at all: a zombie leader's own `fd` is empty, while
+    // the threads that still run hold the table it shared with them.
+    match stat(pid)
+        .filter(|st| exited_state(st.state))
+        .and_then(|st| live_dir(&st))
+    {
+        Some(dir) => Ok(holds_lock_in(&dir, id)? == Some(true)),
+        None => Ok(false),
+    }
+}
+
+/// [`holds_lock_on`] for one `/proc` directory (a process's or a
+/// thread's): `None` when it lists no descriptor at all.
+fn holds_lock_in(dir: &str, id: FileId) -> io::Result<Option<bool>> {
+    let fd_dir = format!("{dir}/fd");
     let entries = match fs::read_dir(&fd_dir) {
         Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
+    let mut any = false;
     for entry in entries.flatten() {
+        any = true;
         let Ok(meta) = fs::metadata(entry.path()) else {
             continue;
         };
         if meta.dev() != id.dev || meta.ino() != id.ino {
             continue;
         }
-        let fdinfo = format!("/proc/{pid}/fdinfo/{}", entry.file_name().to_string_lossy());
+        let fdinfo = format!("{dir}/fdinfo/{}", entry.file_name().to_string_lossy());
         if let Ok(info) = fs::read_to_string(fdinfo)
             && info
                 .lines()
                 .any(|l| l.starts_with("lock:") && l.contains("FLOCK") && l.contains("WRITE"))
         {
-            return Ok(true);
+            return Ok(Some(true));
         }
     }
-    Ok(false)
+    Ok(any.then_some(false))
 }
 
 /// Waits until process `pid`'s exec has built the new program's image,
@@ -111,8 +205,9 @@ pub fn await_exec_image(pid: i32, limit: Duration) {
             Ok(_) => {}
             Err(_) => return,
         }
-        // A zombie's command line is empty for good; look now and then.
-        if (round % 8 == 0 && stat(pid).is_none_or(|st| matches!(st.state, b'Z' | b'X')))
+        // A zombie leader's command line is empty for good, even while its
+        // threads run on (its own memory is gone): look now and then.
+        if (round % 8 == 0 && stat(pid).is_none_or(|st| exited_state(st.state)))
             || Instant::now() >= deadline
         {
             return;
@@ -159,10 +254,15 @@ pub fn await_settled(pid: i32, limit: Duration) -> bool {
             Ok(n) if n > 0 => n,
             _ => return true,
         };
-        match parse_stat(&String::from_utf8_lossy(&buf[..n])).map(|st| st.state) {
-            None | Some(b'Z' | b'X' | b'x') => return true,
-            Some(b'R' | b'D') => {}
-            Some(_) => return false,
+        let Some(st) = parse_stat(&String::from_utf8_lossy(&buf[..n])) else {
+            return true;
+        };
+        match st.state {
+            // A zombie leader whose threads run on has not exited: its
+            // main thread ended (`pthread_exit`) and left the work to them.
+            b'Z' | b'X' | b'x' => return !running(&st),
+            b'R' | b'D' => {}
+            _ => return false,
         }
         let elapsed = waited.elapsed();
         if elapsed >= limit {
@@ -426,6 +526,24 @@ mod tests {
         assert!(parse_stat("garbage").is_none());
         let me = stat(std::process::id() as i32).unwrap();
         assert_eq!(me.pid, std::process::id() as i32);
+    }
+
+    /// A zombie leader is a dead process only when it is the last thread
+    /// left: `pthread_exit` in `main` leaves a `Z` leader that runs on.
+    #[test]
+    fn a_zombie_leader_with_threads_is_running() {
+        assert!(group_running(b'S', None));
+        assert!(group_running(b'R', Some(1)));
+        assert!(group_running(b'Z', Some(2)));
+        assert!(!group_running(b'Z', Some(1)));
+        assert!(!group_running(b'Z', None));
+        assert!(!group_running(b'X', Some(3)));
+        let status = "Name:\tzl\nState:\tZ (zombie)\nTgid:\t7\nThreads:\t2\nSigQ:\t0/1\n";
+        assert_eq!(parse_threads(status), Some(2));
+        assert_eq!(parse_threads("Name:\tzl\n"), None);
+        let me = stat(std::process::id() as i32).unwrap();
+        assert!(running(&me));
+        assert_eq!(live_dir(&me), Some(format!("/proc/{}", me.pid)));
     }
 
     #[test]

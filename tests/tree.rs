@@ -1090,3 +1090,141 @@ fn resident_memory_metric_counts_double_forked_descendants() {
     );
     stop(&env, "dm");
 }
+
+/// (11a) A COMMAND whose main thread exited (`pthread_exit`) while its
+/// worker runs shows `Z` in `/proc/PID/stat` but is alive: a foreground
+/// supervisor's SIGTERM stop reaches it and ends promptly, by SIGTERM,
+/// not by a SIGKILL after the grace (nor, as once, never).
+#[test]
+fn zombie_leader_command_stops_by_term() {
+    let env = Env::new();
+    let _sweep = Sweep::new(&env);
+    let Some(zl) = zombie_leader_program(&env, "zl-fg") else {
+        return;
+    };
+    let ready = env.path("ready");
+    let mut sup = env
+        .cmd()
+        .args([
+            "--foreground",
+            "--name",
+            "zlfg",
+            "--stop-timeout",
+            "60",
+            "--",
+        ])
+        .args([s(&zl), "0", s(&ready)])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(env.path("fg.err")).unwrap())
+        .spawn()
+        .unwrap();
+    let pid = zombie_leader_pid(&ready);
+    assert!(alive(pid), "PID {pid} is not a running zombie leader");
+    kill(sup.id() as i32, libc::SIGTERM);
+    // Well within the 60 s grace: only the SIGTERM can have ended it.
+    wait_child(&mut sup, Duration::from_secs(20), "the foreground stop");
+    // The events go to stderr, or to the log when the PID directory has one.
+    let log = read(&env.path("fg.err")) + &read(&env.pid_dir.join("zlfg.log"));
+    assert!(
+        log.contains(&format!("PID {pid} stopped (signal 15)")),
+        "COMMAND did not end by SIGTERM; log:\n{log}"
+    );
+    assert!(!log.contains("SIGKILL"), "log:\n{log}");
+    assert!(!alive(pid), "PID {pid} still runs after the stop");
+}
+
+/// (11b) Such a process as a leftover of COMMAND (`setsid`'d by a shell
+/// that exits) is stopped with the tree, and the slot is freed.
+#[test]
+fn zombie_leader_leftover_is_stopped_and_the_slot_freed() {
+    let env = Env::new();
+    let _sweep = Sweep::new(&env);
+    let Some(zl) = zombie_leader_program(&env, "zl-left") else {
+        return;
+    };
+    let ready = env.path("ready");
+    // The shell exits once the leftover is a zombie leader.
+    let script = format!(
+        "setsid {} 0 {} & while [ ! -s {} ]; do sleep 0.01; done",
+        zl.display(),
+        ready.display(),
+        ready.display()
+    );
+    env.start("zlleft", &["--stop-timeout", "60"], &["sh", "-c", &script]);
+    let pid = zombie_leader_pid(&ready);
+    wait_until_for(
+        Duration::from_secs(20),
+        "the zombie-leader leftover stopped and the slot freed",
+        || !alive(pid) && env.check("zlleft") == 3 && slot_files(&env, "zlleft").is_empty(),
+    );
+    let log = read(&env.pid_dir.join("zlleft.log"));
+    assert!(!log.contains("SIGKILL"), "log:\n{log}");
+}
+
+/// (11c) `--memory-limit` counts such a process's memory (its leader's own
+/// `statm` reads 0; a running thread's holds it), and `--status` reports
+/// it.
+#[test]
+fn memory_limit_counts_a_zombie_leader() {
+    let env = Env::new();
+    let _sweep = Sweep::new(&env);
+    let Some(zl) = zombie_leader_program(&env, "zl-mem") else {
+        return;
+    };
+    let ready = env.path("ready");
+    env.start(
+        "zlmem",
+        &["--memory-limit", "40M", "--stop-timeout", "60"],
+        &[s(&zl), "80", s(&ready)],
+    );
+    let pid = zombie_leader_pid(&ready);
+    wait_until_for(
+        Duration::from_secs(20),
+        "the memory limit stopped the zombie leader and freed the slot",
+        || !alive(pid) && matches!(env.check("zlmem"), 1 | 3),
+    );
+    let log = read(&env.pid_dir.join("zlmem.log"));
+    assert!(log.contains("over the limit"), "log:\n{log}");
+    assert!(!log.contains("SIGKILL"), "log:\n{log}");
+}
+
+/// (11d) `--status` reports such a process's memory, and `--stop` ends it
+/// by SIGTERM within its grace.
+#[test]
+fn status_and_stop_see_a_zombie_leader() {
+    let env = Env::new();
+    let _sweep = Sweep::new(&env);
+    let Some(zl) = zombie_leader_program(&env, "zl-st") else {
+        return;
+    };
+    let ready = env.path("ready");
+    env.start(
+        "zlst",
+        &["--stop-timeout", "60"],
+        &[s(&zl), "64", s(&ready)],
+    );
+    let pid = zombie_leader_pid(&ready);
+    let out = run_within(
+        &env,
+        DEADLINE,
+        ["--status", "zlst", "--format", "prometheus"],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rss: Option<f64> = text.lines().find_map(|l| {
+        l.strip_prefix("rdaemon_slot_resident_memory_bytes{name=\"zlst\",slot=\"1\"} ")?
+            .parse()
+            .ok()
+    });
+    assert!(
+        rss.is_some_and(|r| r >= f64::from(60u32 << 20)),
+        "--status reports {rss:?} bytes for a process holding 64 MiB:\n{text}"
+    );
+    let out = run_within(&env, Duration::from_secs(20), ["--stop", "zlst"]);
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!alive(pid), "PID {pid} still runs after --stop");
+    let log = read(&env.pid_dir.join("zlst.log"));
+    assert!(
+        log.contains(&format!("PID {pid} stopped (signal 15)")),
+        "log:\n{log}"
+    );
+}

@@ -412,9 +412,10 @@ pub(super) fn scan_name(dir: &PidDir, name: &str, depth: Depth) -> Result<Vec<Sl
 }
 
 /// Whether process `pid` could answer a question: it exists and is neither
-/// stopped nor a zombie.
+/// stopped nor a zombie (a zombie leader whose threads run can answer).
 fn can_answer(pid: i32) -> bool {
-    crate::proc::stat(pid).is_some_and(|st| !matches!(st.state, b'T' | b't' | b'Z' | b'X'))
+    crate::proc::stat(pid)
+        .is_some_and(|st| !matches!(st.state, b'T' | b't') && crate::proc::running(&st))
 }
 
 /// The heartbeat age: the last WATCHDOG=1 for commands that speak

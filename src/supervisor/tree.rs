@@ -23,6 +23,13 @@
 //!   one reused after it fails with ESRCH. Without pidfds (kernels before
 //!   5.3) the proof is done right before `kill()`.
 //!
+//! A zombie leader is not a dead process: a program whose main thread
+//! called `pthread_exit` shows `Z` while its other threads run. It counts
+//! as live, is signalled through its PID (which reaches its threads) and
+//! is measured through a running thread (see `crate::proc`). Only when its
+//! last thread is gone does the kernel report it to us, as a zombie to
+//! reap with the rest; until then `waitid` does not see it as exited.
+//!
 //! A supervisor that is PID 1 (a container's init) gets every orphan of
 //! its namespace anyway; it reaps them all with the same loop.
 
@@ -32,7 +39,7 @@ use nix::errno::Errno;
 use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid, waitpid};
 use nix::unistd::Pid;
 
-use crate::proc::{Pidfd, descendants_of, descends_from, stat};
+use crate::proc::{Pidfd, descendants_of, descends_from, running, stat};
 
 /// Becomes a child subreaper. Fails only on kernels before 3.4.
 pub fn become_subreaper() -> io::Result<()> {
@@ -139,12 +146,13 @@ fn signal(sig: i32) -> io::Result<Option<nix::sys::signal::Signal>> {
 }
 
 /// Sends `sig` to every live process of the tree; returns how many were
-/// signalled. Zombies are skipped (a signal cannot reach them).
+/// signalled. Zombies are skipped (a signal cannot reach them), but not a
+/// zombie leader whose threads run: the signal reaches them.
 pub fn signal_all(sig: i32) -> usize {
     let me = std::process::id() as i32;
     descendants_of(me)
         .into_iter()
-        .filter(|&pid| stat(pid).is_some_and(|st| !matches!(st.state, b'Z' | b'X')))
+        .filter(|&pid| stat(pid).is_some_and(|st| running(&st)))
         .filter(|&pid| signal_ours(pid, sig).is_ok())
         .count()
 }
@@ -155,12 +163,13 @@ pub fn rss() -> u64 {
     crate::memory::descendants_rss(std::process::id() as i32)
 }
 
-/// How many processes of the tree are alive (zombies not counted).
+/// How many processes of the tree are alive (zombies not counted, zombie
+/// leaders with running threads counted).
 pub fn live_count() -> usize {
     let me = std::process::id() as i32;
     descendants_of(me)
         .into_iter()
-        .filter(|&pid| stat(pid).is_some_and(|st| !matches!(st.state, b'Z' | b'X')))
+        .filter(|&pid| stat(pid).is_some_and(|st| running(&st)))
         .count()
 }
 
@@ -168,9 +177,7 @@ pub fn live_count() -> usize {
 pub fn live_children() -> Vec<i32> {
     let me = std::process::id() as i32;
     crate::proc::all_pids()
-        .filter(|&pid| {
-            stat(pid).is_some_and(|st| st.ppid == me && !matches!(st.state, b'Z' | b'X'))
-        })
+        .filter(|&pid| stat(pid).is_some_and(|st| st.ppid == me && running(&st)))
         .collect()
 }
 

@@ -53,15 +53,33 @@ pub fn poll_until<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Optio
     }
 }
 
-/// Whether `pid` exists and is not a zombie.
+/// Whether `pid` exists and is not a zombie. A zombie leader whose other
+/// threads run (its main thread called `pthread_exit`) is alive.
 pub fn alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => s
-            .rsplit_once(')')
-            .and_then(|(_, r)| r.split_whitespace().next())
-            .is_some_and(|st| st != "Z" && st != "X"),
-        Err(_) => false,
+    let state = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .and_then(|(_, r)| r.split_whitespace().next().map(str::to_string))
+        });
+    match state.as_deref() {
+        None | Some("X") => false,
+        Some("Z") => threads(pid) > 1,
+        Some(_) => true,
     }
+}
+
+/// `Threads:` of `/proc/PID/status` (the leader counted, even a zombie
+/// one); 0 when unreadable.
+pub fn threads(pid: i32) -> u32 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Threads:"))
+                .and_then(|n| n.trim().parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 /// PIDs of live processes whose command line contains `needle` (used with

@@ -258,12 +258,106 @@ pub fn code(out: &Output) -> i32 {
 }
 
 /// Whether a process's command line or environment mentions `needle`.
+/// A zombie leader's own are empty while its threads run: theirs count.
 fn mentions(pid: i32, needle: &[u8]) -> bool {
-    let has = |file: &str| {
-        std::fs::read(format!("/proc/{pid}/{file}"))
+    let has = |dir: &str, file: &str| {
+        std::fs::read(format!("{dir}/{file}"))
             .is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle))
     };
-    has("cmdline") || has("environ")
+    let own = format!("/proc/{pid}");
+    if has(&own, "cmdline") || has(&own, "environ") {
+        return true;
+    }
+    if !cmdline(pid).is_empty() {
+        return false;
+    }
+    std::fs::read_dir(format!("{own}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|t| has(&t.path().to_string_lossy(), "cmdline"))
+}
+
+/// A C program whose main thread exits (`pthread_exit`) while a worker
+/// thread runs on: `/proc/PID/stat` then shows the process as a zombie
+/// (`Z`) although it is alive. Run as `ZL MB READY`: the worker touches MB
+/// MiB, waits until the main thread is a zombie, writes the PID to the
+/// file READY (whole, through a rename) and sleeps until a signal.
+/// Compiled with the system's `cc`; `None`, said loudly, when there is no
+/// compiler (the test is then skipped).
+pub fn zombie_leader_program(env: &Env, name: &str) -> Option<PathBuf> {
+    const SOURCE: &str = r#"
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+static long mb;
+static const char *ready;
+static pid_t leader;
+char *volatile keep;
+static int leader_is_zombie(void) {
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)leader);
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    char *p = strrchr(buf, ')');
+    return p && p[1] == ' ' && p[2] == 'Z';
+}
+static void *work(void *arg) {
+    (void)arg;
+    if (mb) { char *p = malloc(mb << 20); memset(p, 1, mb << 20); keep = p; }
+    while (!leader_is_zombie()) usleep(1000);
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp", ready);
+    FILE *f = fopen(tmp, "w");
+    if (!f) abort();
+    fprintf(f, "%d\n", (int)leader);
+    fclose(f);
+    if (rename(tmp, ready) != 0) abort();
+    for (;;) pause();
+}
+int main(int argc, char **argv) {
+    if (argc != 3) return 2;
+    mb = atol(argv[1]);
+    ready = argv[2];
+    leader = getpid();
+    pthread_t t;
+    if (pthread_create(&t, 0, work, 0) != 0) return 1;
+    pthread_exit(0);
+}
+"#;
+    let src = env.path(&format!("{name}.c"));
+    std::fs::write(&src, SOURCE).unwrap();
+    let bin = env.path(name);
+    let built = Command::new("cc")
+        .args(["-O2", "-pthread", "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .stdin(Stdio::null())
+        .output();
+    match built {
+        Ok(out) if out.status.success() => Some(bin),
+        Ok(out) => panic!(
+            "cc failed to build the zombie-leader helper: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(e) => {
+            eprintln!("SKIPPED: no C compiler (`cc`: {e}) to build the zombie-leader helper");
+            None
+        }
+    }
+}
+
+/// The PID a [`zombie_leader_program`] wrote to READY, once it did.
+pub fn zombie_leader_pid(ready: &Path) -> i32 {
+    let pid = poll_until(super::DEADLINE, || {
+        std::fs::read_to_string(ready).ok()?.trim().parse().ok()
+    });
+    pid.expect("the zombie-leader helper never became a zombie leader")
 }
 
 /// Leaves nothing of a test running: on drop, SIGKILLs every process whose
