@@ -115,10 +115,20 @@ pub(super) fn why_not_running(s: &SlotReport, max_age: Option<Duration>) -> Opti
                 None => format!("slot {slot} heartbeat age is unknown"),
             }
         }
-        SlotStatus::Starting => match s.child_pid {
-            Some(c) => format!("slot {slot} starting: COMMAND (PID {c}) has not sent READY=1 yet"),
-            None => format!("slot {slot} starting"),
-        },
+        SlotStatus::Starting => {
+            // The supervisor says what the start waits for: READY=1, or
+            // the end of `--forking`'s daemonizing.
+            let waits = s.reason.as_deref();
+            match (s.child_pid, waits) {
+                (Some(c), Some(w)) => match w.strip_prefix("COMMAND ") {
+                    Some(rest) => format!("slot {slot} starting: COMMAND (PID {c}) {rest}"),
+                    None => format!("slot {slot} starting (PID {c}): {w}"),
+                },
+                (Some(c), None) => format!("slot {slot} starting (PID {c})"),
+                (None, Some(w)) => format!("slot {slot} starting: {w}"),
+                (None, None) => format!("slot {slot} starting"),
+            }
+        }
         SlotStatus::Backoff => {
             let mut line = format!("slot {slot} backing off");
             if let Some(why) = exit() {

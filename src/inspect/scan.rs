@@ -509,8 +509,11 @@ pub(super) fn verify(info: &HeldInfo, state: Option<&SlotState>) -> Holders {
                     // A supervisor that is PID 1 of its namespace (a
                     // container's init) writes `1`, which no PID file
                     // reader accepts; it holds the lock and its state
-                    // file says it holds the slot.
-                    || (state.is_some_and(|s| s.mode.is_some()) && is_namespace_init(p)))
+                    // file, written by a PID 1 too, says it holds the
+                    // slot. A namespace init under a dead supervisor
+                    // (COMMAND ran `unshare --pid --fork`) is an orphan.
+                    || (state.is_some_and(|s| s.mode.is_some() && s.holder_pid == Some(1))
+                        && is_namespace_init(p)))
         });
         h.others = holders
             .into_iter()

@@ -1196,7 +1196,14 @@ impl Machine {
     fn spawned(&mut self, pid: i32, now: Instant, out: &mut Vec<Action>) -> Phase {
         self.runs += 1;
         self.ready = false;
-        self.reason = None;
+        // What a start still waits for, for `--check --verbose`.
+        self.reason = if self.policy.forking {
+            Some("COMMAND has not finished daemonizing yet".into())
+        } else if self.policy.notify {
+            Some("COMMAND has not sent READY=1 yet".into())
+        } else {
+            None
+        };
         self.next_try = None;
         let run = Run {
             main: pid,
