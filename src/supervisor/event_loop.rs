@@ -1073,9 +1073,10 @@ impl Supervisor<'_> {
     }
 }
 
-/// Whether `pid` exists and is not a zombie.
+/// Whether `pid` exists and runs (a zombie leader whose threads run
+/// counts: see `proc::running`).
 fn live(pid: i32) -> bool {
-    crate::proc::stat(pid).is_some_and(|st| !matches!(st.state, b'Z' | b'X'))
+    crate::proc::stat(pid).is_some_and(|st| crate::proc::running(&st))
 }
 
 /// Reads a daemon's PID file (`--pidfile`): not following a symlink, a
