@@ -1034,6 +1034,7 @@ fn lost_slot_leaves_the_new_peers_state_alone() {
         &["sh", "-c", &script],
     );
     wait_until("the old COMMAND runs", || marked(&old_m).len() == 1);
+    let old_sup = env.read_pid("lz", 1).expect("the old peer's PID file");
     std::fs::remove_file(env.pid_file("lz", 1)).unwrap();
     env.start("lz", &["--respawn"], &[s(&new_sleep), "300"]);
     let new_sup = env.read_pid("lz", 1).expect("the new peer's PID file");
@@ -1041,6 +1042,14 @@ fn lost_slot_leaves_the_new_peers_state_alone() {
         Duration::from_secs(60),
         "the old supervisor stops its tree",
         || marked(&old_m).is_empty(),
+    );
+    wait_until_for(Duration::from_secs(60), "the old supervisor exits", || {
+        !alive(old_sup)
+    });
+    // Nor its notification socket, bound at the same path.
+    assert!(
+        env.pid_dir.join("lz.1.notify").exists(),
+        "the old supervisor removed the new peer's notification socket"
     );
     let state = read(&env.pid_dir.join("lz.1.state"));
     assert!(

@@ -74,6 +74,9 @@ pub fn parse(datagram: &[u8]) -> Option<Notification> {
 pub struct NotifySocket {
     sock: UnixDatagram,
     path: PathBuf,
+    /// The socket file's (device, inode) as bound: what is at `path` when
+    /// the supervisor ends is removed only if it is still this file.
+    id: Option<(u64, u64)>,
 }
 
 impl NotifySocket {
@@ -105,6 +108,7 @@ impl NotifySocket {
         Ok(NotifySocket {
             sock,
             path: path.to_path_buf(),
+            id: file_id(path),
         })
     }
 
@@ -144,9 +148,24 @@ impl NotifySocket {
 }
 
 impl Drop for NotifySocket {
+    /// Removes the socket file, unless the path now names another file: a
+    /// supervisor whose slot was taken over (its PID file deleted, or its
+    /// directory renamed away and made afresh) must leave the new peer's
+    /// socket alone. The bound socket keeps its inode allocated, so a new
+    /// file at the path never has the same (device, inode).
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        if self.id.is_some() && file_id(&self.path) == self.id {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
+}
+
+/// The (device, inode) of the file at `path`, not following a symlink.
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path)
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
 }
 
 /// Sends `message` to the socket named by `$NOTIFY_SOCKET` (a path, or an
