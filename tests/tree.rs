@@ -1317,3 +1317,40 @@ fn forking_start_says_what_it_waits_for() {
     stop(&env, "dfwait");
     wait_child(&mut start, DEADLINE, "the waiting start");
 }
+
+/// `--ready-timeout` bounds a start even when `--memory-limit` recycles
+/// COMMAND during the readiness wait: the recycled runs keep the first
+/// run's deadline. Found by a tester: such a start waited for ever.
+#[test]
+fn memory_recycles_during_the_readiness_wait_keep_the_deadline() {
+    let env = Env::new();
+    let _sweep = Sweep::new(&env);
+    let grown = env.path("grown");
+    let hog = memory_hog(&env, "never-ready.py");
+    let out = run_within(
+        &env,
+        DEADLINE,
+        [
+            "--name",
+            "nr",
+            "--notify",
+            "--ready-timeout",
+            "3",
+            "--memory-limit",
+            "30M",
+            "--respawn",
+            "--",
+            s(&hog),
+            s(&grown),
+        ],
+    );
+    assert_ne!(code(&out), 0, "a start that never sent READY=1 succeeded");
+    assert!(
+        read(&grown).contains("grown"),
+        "the hog never grew: the memory limit was not exercised"
+    );
+    assert!(
+        matches!(env.check("nr"), 1 | 3),
+        "the failed start holds its slot"
+    );
+}

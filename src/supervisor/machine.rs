@@ -336,6 +336,11 @@ pub struct Machine {
     respawn: Option<RespawnState>,
     /// The starter has not been told the outcome of the first start.
     starter_waiting: bool,
+    /// When the waiting starter's start fails: the first spawn plus
+    /// `--ready-timeout`. Runs recycled before the start was told (a
+    /// memory limit during the readiness wait) keep it, so a start never
+    /// waits longer than the man page's "within SECS".
+    start_deadline: Option<Instant>,
     /// A failed first start, told to the starter only once the slot is
     /// released (so a caller that sees the failure finds the slot free).
     pending_report: Option<StartOutcome>,
@@ -361,6 +366,7 @@ impl Machine {
             policy,
             phase: Phase::Idle,
             starter_waiting: true,
+            start_deadline: None,
             pending_report: None,
             restarts: 0,
             runs: 0,
@@ -1183,9 +1189,21 @@ impl Machine {
                 repicks: run.repicks + 1,
                 ..run
             },
-            start_by: now + self.policy.ready_timeout,
+            start_by: self.start_by(now),
             awaiting_ready,
             forking: Forking::seeking(),
+        }
+    }
+
+    /// The deadline of a run's start: `--ready-timeout` from `now`, or,
+    /// while the starter still waits, the first run's (see
+    /// `start_deadline`).
+    fn start_by(&mut self, now: Instant) -> Instant {
+        let fresh = now + self.policy.ready_timeout;
+        if self.starter_waiting {
+            *self.start_deadline.get_or_insert(fresh)
+        } else {
+            fresh
         }
     }
 
@@ -1231,7 +1249,7 @@ impl Machine {
             }
             Phase::Starting {
                 run,
-                start_by: now + self.policy.ready_timeout,
+                start_by: self.start_by(now),
                 awaiting_ready: self.policy.notify,
                 forking: if self.policy.forking {
                     Forking::FirstRuns
@@ -1947,6 +1965,28 @@ mod tests {
             late.m.take_pending_report(),
             Some(StartOutcome::Failed(m)) if m.contains("READY=1")
         ));
+    }
+
+    #[test]
+    fn recycles_during_the_readiness_wait_keep_the_starts_deadline() {
+        let mut c = FakeChild::started(Policy {
+            notify: true,
+            min_uptime: Duration::ZERO,
+            ..respawning()
+        });
+        // A memory recycle every second, never READY=1: the start fails
+        // at --ready-timeout (5 s) counted from the first spawn.
+        for _ in 0..4 {
+            c.advance(Duration::from_secs(1));
+            c.send(Event::MemoryOver { rss: 2, limit: 1 });
+            assert!(c.exits.is_empty(), "failed before the deadline");
+        }
+        c.advance(Duration::from_secs(2));
+        assert!(
+            matches!(c.exits[..], [Finish::StartFailed(_)]),
+            "{:?}",
+            c.exits
+        );
     }
 
     #[test]
