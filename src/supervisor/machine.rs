@@ -359,6 +359,14 @@ pub struct Machine {
     restart_waiting: bool,
 }
 
+/// Why a start fails when a stop request arrives before it was told.
+fn stopped_before_ready(sig: i32) -> String {
+    format!(
+        "received {} before COMMAND was ready",
+        crate::signal_name(sig)
+    )
+}
+
 impl Machine {
     pub fn new(policy: Policy) -> Machine {
         Machine {
@@ -822,11 +830,7 @@ impl Machine {
                     "received {}; stopping",
                     crate::signal_name(sig)
                 )));
-                let why = format!(
-                    "received {} before COMMAND was ready",
-                    crate::signal_name(sig)
-                );
-                let then = self.exit_failing_start(why, Finish::Stopped);
+                let then = self.exit_failing_start(stopped_before_ready(sig), Finish::Stopped);
                 self.begin_stop(Some(run), then, "stop requested", now, &mut out)
             }
             // Stopping to start COMMAND again (a recycle, a restart,
@@ -847,11 +851,7 @@ impl Machine {
                     crate::signal_name(sig)
                 )));
                 self.reason = Some("stop requested".into());
-                let why = format!(
-                    "received {} before COMMAND was ready",
-                    crate::signal_name(sig)
-                );
-                let then = self.exit_failing_start(why, Finish::Stopped);
+                let then = self.exit_failing_start(stopped_before_ready(sig), Finish::Stopped);
                 out.push(Action::Publish);
                 Phase::Stopping {
                     run,
