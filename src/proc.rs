@@ -103,6 +103,12 @@ pub fn running(st: &ProcStat) -> bool {
     group_running(st.state, threads)
 }
 
+/// Whether process `pid` exists and runs ([`running`]: a zombie leader
+/// whose threads run counts, a true zombie does not).
+pub fn pid_running(pid: i32) -> bool {
+    stat(pid).is_some_and(|st| running(&st))
+}
+
 /// The `/proc` directory to read a running process's memory and
 /// descriptors from: `/proc/PID` itself, or, when its leader is a zombie,
 /// `/proc/PID/task/TID` of a thread that still runs (the leader's own

@@ -644,7 +644,11 @@ impl Supervisor<'_> {
         let me = std::process::id() as i32;
         if let Some(path) = &self.cfg.pidfile {
             return match read_pidfile(path) {
-                Ok(pid) if pid != me && crate::proc::descends_from(pid, me) && live(pid) => {
+                Ok(pid)
+                    if pid != me
+                        && crate::proc::descends_from(pid, me)
+                        && crate::proc::pid_running(pid) =>
+                {
                     Event::MainFound(Ok(pid))
                 }
                 Ok(pid) => Event::MainNotYet(format!(
@@ -1071,12 +1075,6 @@ impl Supervisor<'_> {
             }
         }
     }
-}
-
-/// Whether `pid` exists and runs (a zombie leader whose threads run
-/// counts: see `proc::running`).
-fn live(pid: i32) -> bool {
-    crate::proc::stat(pid).is_some_and(|st| crate::proc::running(&st))
 }
 
 /// Reads a daemon's PID file (`--pidfile`): not following a symlink, a

@@ -39,7 +39,7 @@ use nix::errno::Errno;
 use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid, waitpid};
 use nix::unistd::Pid;
 
-use crate::proc::{Pidfd, descendants_of, descends_from, running, stat};
+use crate::proc::{Pidfd, descendants_of, descends_from, pid_running, running, stat};
 
 /// Becomes a child subreaper. Fails only on kernels before 3.4.
 pub fn become_subreaper() -> io::Result<()> {
@@ -152,7 +152,7 @@ pub fn signal_all(sig: i32) -> usize {
     let me = std::process::id() as i32;
     descendants_of(me)
         .into_iter()
-        .filter(|&pid| stat(pid).is_some_and(|st| running(&st)))
+        .filter(|&pid| pid_running(pid))
         .filter(|&pid| signal_ours(pid, sig).is_ok())
         .count()
 }
@@ -169,7 +169,7 @@ pub fn live_count() -> usize {
     let me = std::process::id() as i32;
     descendants_of(me)
         .into_iter()
-        .filter(|&pid| stat(pid).is_some_and(|st| running(&st)))
+        .filter(|&pid| pid_running(pid))
         .count()
 }
 
